@@ -1,0 +1,151 @@
+"""`unet-pipeline`: one command per pipeline step; each maps onto a module with one job.
+
+Imports of torch / MONAI / MLflow happen inside the handlers so `--help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import yaml
+
+
+def _parse_set(items: Sequence[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"error: --set expects KEY=VALUE (e.g. train.epochs=2), got {item!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def _config(args: argparse.Namespace):  # -> Config
+    from pipeline.config import load_config
+
+    overrides = _parse_set(args.set or [])
+    return load_config(args.config, overrides)
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", "-c", default="params.yaml", help="config file (default: params.yaml)")
+    p.add_argument(
+        "--set", "-S", action="append", metavar="KEY=VALUE", help="override a config value, e.g. -S train.epochs=2"
+    )
+
+
+def _cmd_data_import(args: argparse.Namespace) -> None:
+    from pipeline.data.importer import main
+
+    main(args)
+
+
+def _cmd_data_synth(args: argparse.Namespace) -> None:
+    from pipeline.data.synth import main
+
+    main(args)
+
+
+def _cmd_preprocess(args: argparse.Namespace) -> None:
+    from pipeline.stages import preprocess
+
+    preprocess.run(_config(args))
+
+
+def _cmd_train(args: argparse.Namespace) -> None:
+    from pipeline.stages import train
+
+    train.run(_config(args), max_epochs=args.max_epochs)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> None:
+    from pipeline.stages import evaluate
+
+    evaluate.run(_config(args))
+
+
+def _cmd_export(args: argparse.Namespace) -> None:
+    from pipeline.stages import export
+
+    export.run(_config(args))
+
+
+def _cmd_predict(args: argparse.Namespace) -> None:
+    from pipeline.predict import main
+
+    main(args)
+
+
+def _cmd_model_summary(args: argparse.Namespace) -> None:
+    from pipeline.model.summary import summary
+
+    print(summary(_config(args)))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="unet-pipeline",
+        description="Medical-image segmentation with a custom 2D/3D U-Net: data -> preprocess -> train -> evaluate -> export.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    data = sub.add_parser("data", help="import a real dataset or generate the embedded synthetic one into data/")
+    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    imp = data_sub.add_parser("import", help="convert an MSD/nnU-Net, pairs or TIFF-stack dataset into data/")
+    imp.add_argument("src", help="dataset folder (or TIFF stack file)")
+    imp.add_argument("--layout", choices=["msd", "pairs", "stack"], help="source layout (detected when omitted)")
+    imp.add_argument(
+        "--labels", metavar="NAME=RAW,...", help="classes in index order with their raw mask values, e.g. cell=255,membrane=0"
+    )
+    imp.add_argument("--out", default="data", help="destination (default: data)")
+    imp.set_defaults(func=_cmd_data_import)
+    syn = data_sub.add_parser("synth", help="write the small deterministic synthetic dataset (the embedded default)")
+    syn.add_argument("--dims", type=int, choices=[2, 3], default=2, help="2D or 3D variant (default: 2)")
+    syn.add_argument("--out", default="data", help="destination (default: data)")
+    syn.add_argument("--cases", type=int, default=None, help="number of cases (default: the variant's)")
+    syn.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    syn.set_defaults(func=_cmd_data_synth)
+
+    for name, func, help_ in [
+        ("preprocess", _cmd_preprocess, "validate data/ and write preprocessed/ (DVC stage)"),
+        ("train", _cmd_train, "train the U-Net, resumable, tracked in MLflow (DVC stage)"),
+        ("evaluate", _cmd_evaluate, "predict held-out cases, write metrics and figures (DVC stage)"),
+        ("export", _cmd_export, "export TorchScript + ONNX + MONAI bundle, verified (DVC stage)"),
+        ("model-summary", _cmd_model_summary, "print the network's sizes, margin and parameter count"),
+    ]:
+        p = sub.add_parser(name, help=help_)
+        _add_config_args(p)
+        if name == "train":
+            p.add_argument("--max-epochs", type=int, default=None, help="stop after this many epochs (resumable)")
+        p.set_defaults(func=func)
+
+    pred = sub.add_parser("predict", help="segment an image with an exported model (needs only exported/)")
+    pred.add_argument("image", help="NIfTI / NRRD / MHA / DICOM series folder / PNG / TIFF")
+    pred.add_argument("--model", "-m", required=True, help="exported/model.onnx or exported/model.ts")
+    pred.add_argument("--output", "-o", required=True, help="mask file to write (e.g. mask.nii.gz)")
+    pred.add_argument("--tta", action="store_true", help="flip test-time augmentation")
+    pred.add_argument("--device", default="cpu", help="cpu or cuda (TorchScript only)")
+    pred.set_defaults(func=_cmd_predict)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except (ValueError, OSError, RuntimeError, KeyError) as exc:
+        if args.debug or os.environ.get("UNET_PIPELINE_DEBUG"):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

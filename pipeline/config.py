@@ -1,0 +1,252 @@
+"""The one validated configuration schema, loaded from `params.yaml` or a preset in `configs/`.
+
+Every stage reads its settings from here, so a typo or an impossible value fails once, at load,
+with the key, the value and what is allowed -- never half-way through a training run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """A configuration file that cannot be used; the message names the file, key and value."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Strict):
+    """Where the raw dataset lives (the DVC-tracked `data/`) and what it is."""
+
+    root: Path = Path("data")
+    spatial_dims: Literal[2, 3] = 2
+    modality: Literal["ct", "mr", "microscopy", "other"] = "mr"
+    in_channels: int = Field(1, ge=1)
+    # class names in class-index order; None = take them from data/dataset.json
+    labels: list[str] | None = None
+
+
+class SplitConfig(_Strict):
+    """A fixed train/validation split by case id (overrides the K-fold split)."""
+
+    train: list[str]
+    val: list[str]
+
+
+class PreprocessConfig(_Strict):
+    output_dir: Path = Path("preprocessed")
+    # MONAI axcodes, e.g. RAS (3D) or RA (2D); None keeps the source orientation
+    orientation: str | None = None
+    # "auto" = the dataset's median spacing (nnU-Net); a list = fixed spacing; None = no resampling
+    target_spacing: Literal["auto"] | list[float] | None = None
+    normalization: Literal["zscore", "ct", "none"] = "zscore"
+    normalize_nonzero: bool = False  # z-score over the foreground (nonzero voxels) only
+    ct_window: tuple[float, float] | None = None  # None with `ct` = foreground 0.5-99.5 percentiles
+    crop_foreground: bool = False
+    border_weights: bool = False  # precompute the U-Net paper's weight map per case
+    w0: float = Field(10.0, ge=0)
+    sigma: float = Field(5.0, gt=0)
+    folds: int = Field(5, ge=2)
+    fold: int = Field(0, ge=0)
+    split: SplitConfig | None = None
+    num_workers: int = Field(2, ge=0)
+
+    @field_validator("orientation")
+    @classmethod
+    def _axcodes(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        v = v.upper()
+        pairs = [set("LR"), set("AP"), set("SI")]
+        used = [next((i for i, p in enumerate(pairs) if c in p), None) for c in v]
+        if None in used or len(set(used)) != len(v) or len(v) not in (2, 3):
+            raise ValueError(f"{v!r} is not an orientation code; use 2 or 3 of L/R, A/P, S/I, e.g. 'RAS'")
+        return v
+
+    @field_validator("target_spacing")
+    @classmethod
+    def _spacing(cls, v: Any) -> Any:
+        if isinstance(v, list) and any(s <= 0 for s in v):
+            raise ValueError(f"spacings must be > 0, got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _fold_in_range(self) -> "PreprocessConfig":
+        if self.fold >= self.folds:
+            raise ValueError(f"fold={self.fold} must be < folds={self.folds}")
+        return self
+
+
+class ModelConfig(_Strict):
+    features: list[int] = Field(default_factory=lambda: [64, 128, 256, 512, 1024])
+    padding: Literal["valid", "same"] = "valid"
+    norm: Literal["none", "batch", "instance"] = "none"
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    upsample: Literal["transpose", "interpolate"] = "transpose"
+
+    @field_validator("features")
+    @classmethod
+    def _features(cls, v: list[int]) -> list[int]:
+        if len(v) < 2:
+            raise ValueError(f"need at least 2 levels (one pooling), got {v}")
+        bad = [f for f in v if f <= 0]
+        if bad:
+            raise ValueError(f"feature counts must be positive integers, got {bad} in {v}")
+        return v
+
+
+class AugmentConfig(_Strict):
+    elastic: bool = True
+    elastic_sigma: float = Field(10.0, gt=0)  # px/voxels: smoothness of the displacement field
+    elastic_magnitude: float = Field(2.0, ge=0)  # displacement magnitude on the coarse grid
+    flip: bool = True
+    rotate: bool = True
+    intensity: bool = True
+    prob: float = Field(0.5, ge=0.0, le=1.0)
+
+
+class TrainConfig(_Strict):
+    output_dir: Path = Path("checkpoints")
+    epochs: int = Field(50, ge=1)
+    iterations_per_epoch: int = Field(50, ge=1)
+    batch_size: int = Field(2, ge=1)
+    # network *output* patch size; in valid mode the input patch is the legal size around it
+    patch_size: list[int] = Field(default_factory=lambda: [128, 128])
+    pos_fraction: float = Field(0.67, ge=0.0, le=1.0)  # share of patches centred on foreground
+    loss: Literal["dice_ce", "weighted_ce"] = "dice_ce"
+    ignore_label: int | None = None
+    optimizer: Literal["sgd", "adamw"] = "adamw"
+    lr: float = Field(1e-3, gt=0)
+    momentum: float = Field(0.99, ge=0.0, lt=1.0)
+    weight_decay: float = Field(1e-5, ge=0)
+    scheduler: Literal["poly", "cosine", "none"] = "poly"
+    grad_clip: float | None = Field(12.0, gt=0)
+    bf16: bool = False
+    val_every: int = Field(1, ge=1)
+    num_workers: int = Field(0, ge=0)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+
+    @field_validator("patch_size")
+    @classmethod
+    def _patch(cls, v: list[int]) -> list[int]:
+        if any(p <= 0 for p in v):
+            raise ValueError(f"patch sizes must be > 0, got {v}")
+        return v
+
+
+class InferenceConfig(_Strict):
+    # valid: output tile size (input tile = legal size around it); same: sliding-window ROI.
+    # None = the training patch size.
+    tile_size: list[int] | None = None
+    overlap: float = Field(0.5, ge=0.0, lt=1.0)  # sliding window only
+    blend: Literal["gaussian", "constant"] = "gaussian"  # sliding window only
+    batch_size: int = Field(4, ge=1)
+    tta: bool = False
+    keep_largest_component: bool = False
+
+
+class EvaluateConfig(_Strict):
+    predictions_dir: Path = Path("predictions")
+    reports_dir: Path = Path("reports")
+
+
+class TrackingConfig(_Strict):
+    experiment: str = "unet-pipeline"
+    # None = $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working directory
+    tracking_uri: str | None = None
+    registered_model_name: str = "unet-pipeline"
+
+
+class ExportConfig(_Strict):
+    output_dir: Path = Path("exported")
+    opset: int = Field(18, ge=13)
+    tolerance: float = Field(1e-4, gt=0)
+    version: str = "0.1.0"
+
+
+class Config(_Strict):
+    name: str = "unnamed"
+    seed: int = 0
+    data: DataConfig = Field(default_factory=DataConfig)
+    preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    inference: InferenceConfig = Field(default_factory=InferenceConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+
+    @model_validator(mode="after")
+    def _dims_agree(self) -> "Config":
+        d = self.data.spatial_dims
+        checks = {"train.patch_size": self.train.patch_size, "inference.tile_size": self.inference.tile_size}
+        if isinstance(self.preprocess.target_spacing, list):
+            checks["preprocess.target_spacing"] = self.preprocess.target_spacing
+        for key, val in checks.items():
+            if val is not None and len(val) != d:
+                raise ValueError(f"{key}={val} has {len(val)} entries but data.spatial_dims={d}")
+        if self.preprocess.orientation is not None and len(self.preprocess.orientation) != d:
+            raise ValueError(
+                f"preprocess.orientation={self.preprocess.orientation!r} has {len(self.preprocess.orientation)} "
+                f"letters but data.spatial_dims={d}"
+            )
+        return self
+
+    @property
+    def depth(self) -> int:
+        return len(self.model.features) - 1
+
+    def flat(self) -> dict[str, Any]:
+        """Dotted-key view for MLflow params."""
+        out: dict[str, Any] = {}
+
+        def walk(prefix: str, obj: Any) -> None:
+            if isinstance(obj, dict):
+                for k, v in obj.items():
+                    walk(f"{prefix}.{k}" if prefix else k, v)
+            else:
+                out[prefix] = obj
+
+        walk("", self.model_dump(mode="json"))
+        return out
+
+
+def _describe(err: dict[str, Any]) -> str:
+    key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        return f"{key}: unknown key (value {err.get('input')!r}); check the spelling against configs/"
+    return f"{key}: {err['msg']} (got {err.get('input')!r})"
+
+
+def parse_config(raw: dict[str, Any], source: str = "<dict>") -> Config:
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        lines = "\n  ".join(_describe(e) for e in exc.errors())
+        raise ConfigError(f"invalid config {source}:\n  {lines}") from None
+
+
+def load_config(path: str | Path = "params.yaml", overrides: dict[str, Any] | None = None) -> Config:
+    """Load and validate a YAML config; `overrides` maps dotted keys (train.epochs) to values."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level, got {type(raw).__name__}")
+    for dotted, value in (overrides or {}).items():
+        node = raw
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return parse_config(raw, str(path))

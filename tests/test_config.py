@@ -1,0 +1,58 @@
+"""Configs load from YAML, presets validate, and bad values fail naming the key."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.config import ConfigError, load_config
+
+
+def _write(tmp_path: Path, raw: dict) -> Path:
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.mark.parametrize("name", ["synthetic-2d", "synthetic-3d", "isbi2012-2d", "hippocampus-3d"])
+def test_presets_load(repo_root, name):
+    cfg = load_config(repo_root / "configs" / f"{name}.yaml")
+    assert cfg.name == name
+    assert len(cfg.train.patch_size) == cfg.data.spatial_dims
+
+
+def test_params_yaml_is_the_synthetic_default(repo_root):
+    assert load_config(repo_root / "params.yaml") == load_config(repo_root / "configs" / "synthetic-2d.yaml")
+
+
+def test_unknown_key_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"train\.epoch: unknown key"):
+        load_config(_write(tmp_path, {"train": {"epoch": 3}}))
+
+
+def test_spatial_dims_4_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"data\.spatial_dims: .*(2|3).*got 4"):
+        load_config(_write(tmp_path, {"data": {"spatial_dims": 4}}))
+
+
+def test_negative_feature_count_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"model\.features: .*positive.*-8"):
+        load_config(_write(tmp_path, {"model": {"features": [16, -8, 32]}}))
+
+
+def test_wrong_type_and_mismatched_dims(tmp_path):
+    with pytest.raises(ConfigError, match=r"train\.epochs"):
+        load_config(_write(tmp_path, {"train": {"epochs": "many"}}))
+    with pytest.raises(ConfigError, match=r"train\.patch_size=\[8, 8, 8\] has 3 entries but data\.spatial_dims=2"):
+        load_config(_write(tmp_path, {"data": {"spatial_dims": 2}, "train": {"patch_size": [8, 8, 8]}}))
+
+
+def test_overrides_apply_dotted_keys(tmp_path):
+    cfg = load_config(_write(tmp_path, {}), {"train.epochs": 2, "model.padding": "same"})
+    assert cfg.train.epochs == 2 and cfg.model.padding == "same"
+    assert cfg.flat()["train.epochs"] == 2
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="nope.yaml does not exist"):
+        load_config(tmp_path / "nope.yaml")

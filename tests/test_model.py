@@ -1,0 +1,87 @@
+"""The U-Net's shapes and parameter count against the papers, and the shape helpers against the network."""
+
+import itertools
+
+import pytest
+import torch
+
+from pipeline.model import IllegalInputSize, UNet, check_input_size, legal_input_size, margin, output_size
+
+
+def _forward_shape(net: UNet, size: tuple[int, ...]) -> tuple[int, ...]:
+    with torch.no_grad():
+        return tuple(net(torch.zeros(1, 1, *size)).shape[2:])
+
+
+def test_paper_2d_configuration():
+    net = UNet(2, 1, 2, (64, 128, 256, 512, 1024)).eval()
+    assert sum(p.numel() for p in net.parameters()) == 31_030_658
+    assert output_size((572, 572), 4) == (388, 388)
+    assert _forward_shape(net, (572, 572)) == (388, 388)
+    assert margin(4) == 92
+
+
+def test_cicek_3d_configuration():
+    net = UNet(3, 1, 3, (32, 64, 128, 256)).eval()
+    assert output_size((132, 132, 116), 3) == (44, 44, 28)
+    assert _forward_shape(net, (132, 132, 116)) == (44, 44, 28)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_same_padding_keeps_size_and_rejects_non_divisible(dims):
+    net = UNet(dims, 1, 2, (4, 8, 16), padding="same").eval()
+    size = (16, 24, 32)[:dims]
+    assert _forward_shape(net, size) == size
+    assert output_size(size, 2, "same") == size
+    with pytest.raises(IllegalInputSize, match=r"nearest legal: 16 or 20"):
+        check_input_size((18,) * dims, 2, "same")
+
+
+def test_illegal_valid_size_names_nearest_legal_sizes():
+    with pytest.raises(IllegalInputSize, match=r"axis 0: 570 \(nearest legal: 556 or 572\)"):
+        output_size((570, 572), 4)
+
+
+@pytest.mark.parametrize("dims,depth", list(itertools.product([2, 3], [2, 3, 4, 5])))
+def test_shape_helpers_agree_with_network(dims, depth):
+    feats = [2 * (i + 1) for i in range(depth + 1)]
+    torch.manual_seed(0)
+    for padding in ("valid", "same"):
+        net = UNet(dims, 1, 2, feats, padding=padding).eval()
+        sizes = [1, 7] if dims == 3 and depth >= 4 else [1, 9, 20]
+        for min_out in sizes:
+            inp = legal_input_size((min_out,) * dims, depth, padding)
+            out = output_size(inp, depth, padding)
+            assert all(o >= min_out for o in out)
+            assert _forward_shape(net, inp) == out
+            if padding == "valid":
+                assert (inp[0] - out[0]) // 2 == margin(depth)
+                # one step smaller is illegal or gives a smaller output: the helper returned the smallest
+                smaller = inp[0] - 2**depth
+                try:
+                    assert output_size((smaller,) * dims, depth)[0] < min_out
+                except IllegalInputSize:
+                    pass
+
+
+@pytest.mark.parametrize("norm,upsample", [("batch", "interpolate"), ("instance", "transpose")])
+def test_options_keep_shapes(norm, upsample):
+    net = UNet(2, 3, 4, (4, 8, 16), norm=norm, dropout=0.5, upsample=upsample).eval()
+    inp = legal_input_size((10, 10), 2)
+    with torch.no_grad():
+        y = net(torch.randn(2, 3, *inp))
+    assert y.shape == (2, 4, *output_size(inp, 2))
+
+
+def test_scripts_and_traces_to_same_output():
+    net = UNet(2, 1, 2, (4, 8, 16)).eval()
+    x = torch.randn(1, 1, *legal_input_size((12, 20), 2))
+    scripted = torch.jit.script(net)
+    with torch.no_grad():
+        assert torch.allclose(scripted(x), net(x), atol=1e-6)
+
+
+def test_he_initialisation():
+    net = UNet(2, 1, 2, (64, 128))
+    w = net.encoders[0][2].weight  # second conv of the first level: fan_in = 64 * 9
+    assert abs(w.std().item() - (2 / (64 * 9)) ** 0.5) < 0.01
