@@ -11,31 +11,14 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-import yaml
+from pipeline.stages.common import USER_ERRORS, add_config_args, load_stage_config
 
-
-def _parse_set(items: Sequence[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"error: --set expects KEY=VALUE (e.g. train.epochs=2), got {item!r}")
-        out[key.strip()] = yaml.safe_load(value)
-    return out
-
-
-def _config(args: argparse.Namespace):  # -> Config
-    from pipeline.config import load_config
-
-    overrides = _parse_set(args.set or [])
-    return load_config(args.config, overrides)
-
-
-def _add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", "-c", default="params.yaml", help="config file (default: params.yaml)")
-    p.add_argument(
-        "--set", "-S", action="append", metavar="KEY=VALUE", help="override a config value, e.g. -S train.epochs=2"
-    )
+STAGES = {
+    "preprocess": "validate data/ and write preprocessed/ (DVC stage)",
+    "train": "train the U-Net, resumable, tracked in MLflow (DVC stage)",
+    "evaluate": "predict held-out cases, write metrics and figures (DVC stage)",
+    "export": "export TorchScript + ONNX + MONAI bundle, verified (DVC stage)",
+}
 
 
 def _cmd_data_import(args: argparse.Namespace) -> None:
@@ -50,28 +33,14 @@ def _cmd_data_synth(args: argparse.Namespace) -> None:
     main(args)
 
 
-def _cmd_preprocess(args: argparse.Namespace) -> None:
-    from pipeline.stages import preprocess
+def _stage_module(name: str) -> Any:
+    import importlib
 
-    preprocess.run(_config(args))
-
-
-def _cmd_train(args: argparse.Namespace) -> None:
-    from pipeline.stages import train
-
-    train.run(_config(args), max_epochs=args.max_epochs)
+    return importlib.import_module(f"pipeline.stages.{name}")
 
 
-def _cmd_evaluate(args: argparse.Namespace) -> None:
-    from pipeline.stages import evaluate
-
-    evaluate.run(_config(args))
-
-
-def _cmd_export(args: argparse.Namespace) -> None:
-    from pipeline.stages import export
-
-    export.run(_config(args))
+def _cmd_stage(args: argparse.Namespace) -> None:
+    _stage_module(args.command).run_from_args(load_stage_config(args), args)
 
 
 def _cmd_predict(args: argparse.Namespace) -> None:
@@ -83,7 +52,7 @@ def _cmd_predict(args: argparse.Namespace) -> None:
 def _cmd_model_summary(args: argparse.Namespace) -> None:
     from pipeline.model.summary import summary
 
-    print(summary(_config(args)))
+    print(summary(load_stage_config(args)))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -111,18 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
     syn.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     syn.set_defaults(func=_cmd_data_synth)
 
-    for name, func, help_ in [
-        ("preprocess", _cmd_preprocess, "validate data/ and write preprocessed/ (DVC stage)"),
-        ("train", _cmd_train, "train the U-Net, resumable, tracked in MLflow (DVC stage)"),
-        ("evaluate", _cmd_evaluate, "predict held-out cases, write metrics and figures (DVC stage)"),
-        ("export", _cmd_export, "export TorchScript + ONNX + MONAI bundle, verified (DVC stage)"),
-        ("model-summary", _cmd_model_summary, "print the network's sizes, margin and parameter count"),
-    ]:
+    for name, help_ in STAGES.items():
         p = sub.add_parser(name, help=help_)
-        _add_config_args(p)
-        if name == "train":
-            p.add_argument("--max-epochs", type=int, default=None, help="stop after this many epochs (resumable)")
-        p.set_defaults(func=func)
+        add_config_args(p)
+        _stage_module(name).add_arguments(p)
+        p.set_defaults(func=_cmd_stage)
+    summary_parser = sub.add_parser("model-summary", help="print the network's sizes, margin and parameter count")
+    add_config_args(summary_parser)
+    summary_parser.set_defaults(func=_cmd_model_summary)
 
     pred = sub.add_parser("predict", help="segment an image with an exported model (needs only exported/)")
     pred.add_argument("image", help="NIfTI / NRRD / MHA / DICOM series folder / PNG / TIFF")
@@ -139,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         args.func(args)
-    except (ValueError, OSError, RuntimeError, KeyError) as exc:
+    except USER_ERRORS as exc:
         if args.debug or os.environ.get("UNET_PIPELINE_DEBUG"):
             raise
         print(f"error: {exc}", file=sys.stderr)

@@ -52,6 +52,9 @@ class PreprocessConfig(_Strict):
     border_weights: bool = False  # precompute the U-Net paper's weight map per case
     w0: float = Field(10.0, ge=0)
     sigma: float = Field(5.0, gt=0)
+    # the class whose voxels separate objects in the weight map: 0 normally; the membrane class
+    # for ISBI-style labels, so that the cells are the objects
+    weight_background: int = Field(0, ge=0)
     folds: int = Field(5, ge=2)
     fold: int = Field(0, ge=0)
     split: SplitConfig | None = None
