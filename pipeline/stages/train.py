@@ -1,0 +1,42 @@
+"""DVC stage `train`: preprocessed/ -> checkpoints/{last,best}.pt, reports/train_history.csv.
+
+Run as `python -m pipeline.stages.train [--config params.yaml] [-S key=value] [--max-epochs N]`
+(or `unet-pipeline train`), or under `torchrun --nproc_per_node N` for DDP. Re-running the same
+command after an interruption resumes from checkpoints/last.pt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from pipeline.config import Config
+
+
+def run(cfg: Config, max_epochs: int | None = None) -> None:
+    """Train per cfg; `max_epochs` stops early after that epoch (the run stays resumable)."""
+    from pipeline.training.trainer import train
+
+    if max_epochs is not None and max_epochs < 1:
+        raise ValueError(f"--max-epochs must be >= 1, got {max_epochs}")
+    train(cfg, max_epochs=max_epochs)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--max-epochs", type=int, default=None, help="stop after this epoch (resumable; LR schedule unchanged)")
+
+
+def run_from_args(cfg: Config, args: argparse.Namespace) -> None:
+    run(cfg, max_epochs=args.max_epochs)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from pipeline.stages.common import stage_main
+
+    return stage_main("train", __doc__, run_from_args, argv, add_arguments)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,189 @@
+"""The pipeline's one MLflow run: created by train, reopened by evaluate and export.
+
+`PipelineRun` talks to MLflow through an `MlflowClient` bound to an explicit tracking URI and run
+id -- no global "active run" -- so a resumed training, a DDP rank and a test process each log
+exactly where they mean to. `active_pipeline_run` is the fluent-API door for later stages that
+need `mlflow.start_run` (e.g. `mlflow.onnx.log_model`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.tracking.uri import resolve_tracking_uri
+
+RUN_FILE = "mlflow_run.json"
+_MAX_PARAM_LEN = 6000  # MLflow's limit on a param value
+
+
+@dataclass(frozen=True)
+class RunRef:
+    """What `reports/mlflow_run.json` holds."""
+
+    run_id: str
+    experiment_id: str
+    experiment: str
+    tracking_uri: str
+
+
+def write_run_ref(reports_dir: Path, ref: RunRef) -> Path:
+    path = Path(reports_dir) / RUN_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{RUN_FILE}.", dir=path.parent)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(asdict(ref), fh, indent=2)
+        fh.write("\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_run_ref(reports_dir: Path) -> RunRef | None:
+    path = Path(reports_dir) / RUN_FILE
+    if not path.is_file():
+        return None
+    try:
+        return RunRef(**json.loads(path.read_text()))
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise ValueError(f"{path} is not a valid MLflow run reference: {exc}") from None
+
+
+def _param_str(value: Any) -> str:
+    s = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+    return s if len(s) <= _MAX_PARAM_LEN else s[: _MAX_PARAM_LEN - 3] + "..."
+
+
+class PipelineRun:
+    """One MLflow run, addressed by id through a client bound to one tracking URI."""
+
+    def __init__(self, tracking_uri: str, run_id: str, experiment_id: str, experiment: str) -> None:
+        from mlflow.tracking import MlflowClient
+
+        self.tracking_uri = tracking_uri
+        self.run_id = run_id
+        self.experiment_id = experiment_id
+        self.experiment = experiment
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+
+    @property
+    def ref(self) -> RunRef:
+        return RunRef(self.run_id, self.experiment_id, self.experiment, self.tracking_uri)
+
+    @classmethod
+    def create(cls, cfg: Any, run_name: str | None = None, tags: Mapping[str, str] | None = None) -> "PipelineRun":
+        """A new run in cfg.tracking.experiment (created if missing)."""
+        from mlflow.tracking import MlflowClient
+
+        uri = resolve_tracking_uri(cfg.tracking.tracking_uri)
+        client = MlflowClient(tracking_uri=uri)
+        name = cfg.tracking.experiment
+        exp = client.get_experiment_by_name(name)
+        exp_id = exp.experiment_id if exp is not None else client.create_experiment(name)
+        run = client.create_run(exp_id, run_name=run_name or cfg.name, tags=dict(tags or {}))
+        return cls(uri, run.info.run_id, exp_id, name)
+
+    @classmethod
+    def reopen(cls, cfg: Any, run_id: str) -> "PipelineRun | None":
+        """The existing run `run_id` in the current store, marked running again; None if it is not there."""
+        from mlflow.exceptions import MlflowException
+        from mlflow.tracking import MlflowClient
+
+        uri = resolve_tracking_uri(cfg.tracking.tracking_uri)
+        client = MlflowClient(tracking_uri=uri)
+        try:
+            run = client.get_run(run_id)
+        except MlflowException:
+            return None
+        client.update_run(run_id, status="RUNNING")
+        exp = client.get_experiment(run.info.experiment_id)
+        return cls(uri, run_id, run.info.experiment_id, exp.name)
+
+    # -- logging -------------------------------------------------------------------------------
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Log params; keys already logged with another value are kept and reported, not overwritten
+        (MLflow forbids changing a param, and a resumed run may see e.g. a new num_workers)."""
+        from mlflow.entities import Param
+
+        existing = self.client.get_run(self.run_id).data.params
+        new, changed = [], []
+        for k, v in params.items():
+            s = _param_str(v)
+            if k not in existing:
+                new.append(Param(k, s))
+            elif existing[k] != s:
+                changed.append(f"{k}: {existing[k]!r} -> {s!r}")
+        if new:
+            self.client.log_batch(self.run_id, params=new)
+        if changed:
+            warnings.warn(f"MLflow run {self.run_id} keeps its original params; now different: {'; '.join(changed)}")
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        if tags:
+            self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        import math
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None and math.isfinite(v)]
+        if batch:
+            self.client.log_batch(self.run_id, metrics=batch)
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_dict(self, obj: Any, artifact_file: str) -> None:
+        self.client.log_dict(self.run_id, obj, artifact_file)
+
+    def finish(self, status: str = "FINISHED") -> None:
+        """FINISHED, FAILED or KILLED."""
+        self.client.set_terminated(self.run_id, status=status)
+
+
+@contextmanager
+def active_pipeline_run(cfg: Any, reports_dir: Path | None = None, create_missing: bool = True) -> Iterator[Any]:
+    """`mlflow.start_run(run_id=...)` on the pipeline's run, for the evaluate and export stages.
+
+    Reads `reports/mlflow_run.json` (written by train). Without it (a stage run on its own), a new
+    run is created and recorded there when `create_missing`, else FileNotFoundError. The previous
+    global tracking URI is restored on exit, and the run is ended (FINISHED, or FAILED on error).
+    """
+    import mlflow
+
+    reports_dir = Path(reports_dir if reports_dir is not None else cfg.evaluate.reports_dir)
+    ref = read_run_ref(reports_dir)
+    uri = resolve_tracking_uri(cfg.tracking.tracking_uri)
+    run = PipelineRun.reopen(cfg, ref.run_id) if ref is not None else None
+    if run is None:
+        where = reports_dir / RUN_FILE
+        if not create_missing:
+            raise FileNotFoundError(f"{where}: no MLflow run of this pipeline found in {uri}; run the train stage first")
+        if ref is not None:
+            warnings.warn(f"{where} names run {ref.run_id}, which {uri} does not hold; starting a new run")
+        from pipeline.tracking.context import config_tags
+
+        run = PipelineRun.create(cfg, tags=config_tags(cfg))
+        run.log_params(cfg.flat())
+        write_run_ref(reports_dir, run.ref)
+
+    old_env = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        with mlflow.start_run(run_id=run.run_id) as active:
+            yield active
+    finally:
+        mlflow.set_tracking_uri(old_env)
+        if old_env is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = old_env

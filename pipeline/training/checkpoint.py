@@ -1,0 +1,84 @@
+"""Checkpoints: atomic saves, weights_only loads, and the config hash that decides resumption.
+
+A checkpoint holds only tensors and plain Python values (RNG states are converted), so
+`torch.load(..., weights_only=True)` -- which refuses arbitrary pickles -- reads it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipeline.config import Config
+
+# settings that do not change the numbers a training produces; editing them keeps a checkpoint resumable
+_NEUTRAL_TRAIN_KEYS = ("output_dir", "num_workers", "val_every")
+
+
+def config_hash(cfg: Config) -> str:
+    """SHA-256 over what determines the trained weights: seed, data, model and train sections."""
+    dump = cfg.model_dump(mode="json")
+    train = {k: v for k, v in dump["train"].items() if k not in _NEUTRAL_TRAIN_KEYS}
+    key = {"seed": dump["seed"], "data": dump["data"], "model": dump["model"], "train": train}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def rng_state() -> dict[str, Any]:
+    """torch / numpy / python RNG states as tensors and lists (weights_only-loadable)."""
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    out: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "python": {"version": py_state[0], "state": list(py_state[1]), "gauss": py_state[2]},
+    }
+    if torch.cuda.is_available():
+        out["cuda"] = torch.cuda.get_rng_state_all()
+    return out
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(state: dict[str, Any], path: Path) -> None:
+    """torch.save to a temp file in the same directory, then rename: a kill never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(state, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load with weights_only=True; a truncated or foreign file raises an error naming it."""
+    try:
+        return torch.load(Path(path), map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 -- re-raised with the file name
+        raise RuntimeError(f"cannot load checkpoint {path}: {exc}") from exc

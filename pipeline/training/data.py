@@ -1,0 +1,244 @@
+"""MONAI data feeding for training: the preprocessed cases -> balanced, augmented patches.
+
+The preprocess stage has already normalised and resampled every case (`preprocessed/`, see
+docs/ARCHITECTURE.md), so only loading, patch sampling and augmentation happen here. Patch
+geometry follows the network: in 'valid' mode the image patch is the legal input size around the
+requested output patch and the label (and weight map) is the centre crop the network actually
+predicts; in 'same' mode both are the patch size.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.config import Config
+
+# rotation range per dimensionality: full turns in-plane for 2D (microscopy has no "up"),
+# small tilts in 3D where anatomy has an orientation
+_ROTATE = {2: (math.pi,), 3: (math.pi / 12,) * 3}
+_SCALE = 0.1  # +-10 % zoom together with rotation
+
+
+class ManifestError(ValueError):
+    """`preprocessed/manifest.json` is missing or does not fit the config."""
+
+
+@dataclass(frozen=True)
+class PatchGeometry:
+    """Input patch (what the network sees) and output patch (what the loss sees)."""
+
+    input_size: tuple[int, ...]
+    output_size: tuple[int, ...]
+    margin: int  # context lost per side; 0 in 'same' mode
+
+
+def patch_geometry(cfg: Config) -> PatchGeometry:
+    """The patch sizes for cfg.train.patch_size, raising a clear error for an illegal same-mode size."""
+    from pipeline.model import check_input_size, legal_input_size, margin, output_size
+
+    depth, padding = cfg.depth, cfg.model.padding
+    if padding == "valid":
+        inp = legal_input_size(cfg.train.patch_size, depth, "valid")
+        return PatchGeometry(tuple(inp), tuple(output_size(inp, depth, "valid")), margin(depth, "valid"))
+    size = tuple(cfg.train.patch_size)
+    try:
+        check_input_size(size, depth, "same")
+    except ValueError as exc:
+        raise ValueError(f"train.patch_size={list(size)} does not fit model.padding='same': {exc}") from None
+    return PatchGeometry(size, size, 0)
+
+
+def load_manifest(root: Path) -> dict[str, Any]:
+    path = Path(root) / "manifest.json"
+    if not path.is_file():
+        raise ManifestError(f"{path} does not exist: run the preprocess stage first")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ManifestError(f"{path} is not valid JSON: {exc}") from None
+
+
+def check_manifest(manifest: dict[str, Any], cfg: Config, root: Path) -> None:
+    """Fail before training on a manifest that cannot feed this config."""
+    where = Path(root) / "manifest.json"
+    for key in ("spatial_dims", "in_channels", "labels", "splits", "cases"):
+        if key not in manifest:
+            raise ManifestError(f"{where}: missing key {key!r}")
+    if manifest["spatial_dims"] != cfg.data.spatial_dims:
+        raise ManifestError(
+            f"{where}: spatial_dims={manifest['spatial_dims']} but the config has "
+            f"data.spatial_dims={cfg.data.spatial_dims}; re-run preprocess with this config"
+        )
+    if len(manifest["labels"]) < 2:
+        raise ManifestError(f"{where}: needs at least 2 labels (background + 1), got {manifest['labels']}")
+    ids = {c["id"] for c in manifest["cases"]}
+    for split in ("train", "val"):
+        listed = manifest["splits"].get(split) or []
+        if not listed:
+            raise ManifestError(f"{where}: split {split!r} is empty")
+        missing = sorted(set(listed) - ids)
+        if missing:
+            raise ManifestError(f"{where}: split {split!r} names cases not in 'cases': {missing[:5]}")
+    if cfg.train.loss == "weighted_ce":
+        no_weight = [c["id"] for c in manifest["cases"] if c["id"] in manifest["splits"]["train"] and not c.get("weight")]
+        if no_weight:
+            raise ManifestError(
+                f"{where}: train.loss='weighted_ce' needs border weight maps, but cases {no_weight[:5]} have none; "
+                "set preprocess.border_weights: true and re-run preprocess"
+            )
+
+
+def case_dicts(manifest: dict[str, Any], root: Path, split: str, with_weight: bool = False) -> list[dict[str, Any]]:
+    """MONAI-style dicts {id, image, label[, weight]} with absolute paths, in split order."""
+    by_id = {c["id"]: c for c in manifest["cases"]}
+    out = []
+    for cid in manifest["splits"][split]:
+        c = by_id[cid]
+        d = {"id": cid, "image": str(Path(root) / c["image"]), "label": str(Path(root) / c["label"])}
+        if with_weight:
+            d["weight"] = str(Path(root) / c["weight"])
+        out.append(d)
+    return out
+
+
+def load_case_arrays(case: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Whole image (C, *spatial) float32 and label (1, *spatial) for validation."""
+    return np.load(case["image"]).astype(np.float32, copy=False), np.load(case["label"])
+
+
+def train_transforms(cfg: Config, keys: tuple[str, ...]) -> Any:
+    """Load -> pad -> fg/bg-balanced crop -> elastic/rotate/flip/intensity -> label centre crop."""
+    from monai.data import NumpyReader
+    from monai.transforms import (
+        BorderPadd,
+        CenterSpatialCropd,
+        Compose,
+        DeleteItemsd,
+        EnsureTyped,
+        FgBgToIndicesd,
+        LoadImaged,
+        RandAffined,
+        RandCropByPosNegLabeld,
+        RandFlipd,
+        RandGaussianNoised,
+        RandScaleIntensityd,
+        RandShiftIntensityd,
+        SpatialPadd,
+    )
+
+    from pipeline.training.augment import RandElasticd
+
+    geo = patch_geometry(cfg)
+    aug = cfg.train.augment
+    dims = cfg.data.spatial_dims
+    others = tuple(k for k in keys if k != "image")
+    # label by nearest neighbour; image and weight map interpolated
+    modes = tuple("nearest" if k == "label" else "bilinear" for k in keys)
+    pos = cfg.train.pos_fraction
+    chain: list[Any] = [
+        LoadImaged(keys=list(keys), reader=NumpyReader(channel_dim=0), image_only=True),
+        EnsureTyped(keys=list(keys), track_meta=False),
+    ]
+    if geo.margin:
+        # mirror the borders as overlap-tile inference does, so border pixels get real-looking context
+        chain.append(BorderPadd(keys=list(keys), spatial_border=geo.margin, mode="symmetric"))
+    chain += [
+        SpatialPadd(keys=list(keys), spatial_size=geo.input_size, mode="symmetric"),
+        FgBgToIndicesd(keys="label", fg_postfix="_fg", bg_postfix="_bg"),
+        # deterministic up to here: CacheDataset keeps the result
+        RandCropByPosNegLabeld(
+            keys=list(keys),
+            label_key="label",
+            spatial_size=geo.input_size,
+            pos=pos,
+            neg=1.0 - pos,
+            num_samples=1,
+            fg_indices_key="label_fg",
+            bg_indices_key="label_bg",
+        ),
+        DeleteItemsd(keys=["label_fg", "label_bg"]),
+    ]
+    if aug.elastic:
+        chain.append(
+            RandElasticd(
+                keys=list(keys), spacing=aug.elastic_sigma, magnitude=aug.elastic_magnitude, mode=modes, prob=aug.prob
+            )
+        )
+    if aug.rotate:
+        chain.append(
+            RandAffined(
+                keys=list(keys),
+                prob=aug.prob,
+                rotate_range=_ROTATE[dims],
+                scale_range=(_SCALE,) * dims,
+                mode=modes,
+                padding_mode="reflection",
+            )
+        )
+    if aug.flip:
+        chain += [RandFlipd(keys=list(keys), prob=aug.prob / dims, spatial_axis=axis) for axis in range(dims)]
+    if aug.intensity:
+        chain += [
+            RandScaleIntensityd(keys="image", factors=0.1, prob=aug.prob),
+            RandShiftIntensityd(keys="image", offsets=0.1, prob=aug.prob),
+            RandGaussianNoised(keys="image", std=0.05, prob=aug.prob / 2),
+        ]
+    if geo.margin and others:
+        chain.append(CenterSpatialCropd(keys=list(others), roi_size=geo.output_size))
+    chain.append(EnsureTyped(keys=list(keys), track_meta=False))
+    return Compose(chain)
+
+
+class RepeatDataset:
+    """`length` samples drawn cyclically from `base`: an epoch is a number of iterations, not of cases."""
+
+    def __init__(self, base: Any, length: int) -> None:
+        self.base = base
+        self.length = length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> Any:
+        return self.base[index % len(self.base)]
+
+
+def train_dataset(cfg: Config, manifest: dict[str, Any], root: Path, world_size: int = 1) -> RepeatDataset:
+    """Cached MONAI dataset of the train split, sized to iterations_per_epoch x batch x ranks."""
+    from monai.data import CacheDataset
+
+    with_weight = cfg.train.loss == "weighted_ce"
+    keys = ("image", "label", "weight") if with_weight else ("image", "label")
+    cases = case_dicts(manifest, root, "train", with_weight)
+    base = CacheDataset(data=cases, transform=train_transforms(cfg, keys), cache_rate=1.0, num_workers=0, progress=False)
+    return RepeatDataset(base, cfg.train.iterations_per_epoch * cfg.train.batch_size * world_size)
+
+
+def train_loader(cfg: Config, dataset: RepeatDataset, epoch_seed: int, rank: int = 0, world_size: int = 1) -> Any:
+    """A loader for one epoch whose order and augmentations depend only on (seed, epoch, rank)."""
+    import torch
+    from monai.data import DataLoader
+    from torch.utils.data import DistributedSampler, RandomSampler
+
+    if world_size > 1:
+        sampler: Any = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=epoch_seed)
+    else:
+        sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(epoch_seed))
+    loader = DataLoader(
+        dataset,
+        batch_size=cfg.train.batch_size,
+        sampler=sampler,
+        num_workers=cfg.train.num_workers,
+        drop_last=True,
+        pin_memory=torch.cuda.is_available(),
+    )
+    # in-process (num_workers=0) augmentations draw from the transforms' own RandomStates;
+    # workers re-seed them from the (epoch-seeded) torch generator via MONAI's worker_init_fn
+    dataset.base.transform.set_random_state(seed=(epoch_seed + 7919 * rank) % 2**32)
+    return loader

@@ -1,0 +1,234 @@
+"""Train stage: convergence (2D/3D, valid/same), checkpoints, history, resume, losses, patches."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from helpers_train import LABELS, make_config, write_preprocessed
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A temp cwd with its own sqlite MLflow store."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    return tmp_path
+
+
+def _read_history(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _check_outputs(workdir: Path, cfg, epochs: int) -> list[dict[str, str]]:
+    for name in ("last.pt", "best.pt"):
+        state = torch.load(workdir / "checkpoints" / name, map_location="cpu", weights_only=True)
+        assert state["model_args"]["padding"] == cfg.model.padding
+        assert state["class_names"] == LABELS
+    rows = _read_history(workdir / "reports" / "train_history.csv")
+    assert [int(r["epoch"]) for r in rows] == list(range(1, epochs + 1))
+    assert set(rows[0]) >= {"train_loss", "val_dice_mean", "val_iou_mean", "val_dice_disc", "val_iou_box", "lr", "epoch_time"}
+    return rows
+
+
+@pytest.mark.parametrize("padding", ["valid", "same"])
+def test_train_2d_converges(workdir: Path, padding: str) -> None:
+    from pipeline.stages.train import run
+
+    write_preprocessed(workdir, dims=2, size=64)
+    cfg = make_config(2, padding)
+    run(cfg)
+    rows = _check_outputs(workdir, cfg, cfg.train.epochs)
+    losses = [float(r["train_loss"]) for r in rows]
+    assert losses[-1] < 0.5 * losses[0], losses
+    assert max(float(r["val_dice_mean"]) for r in rows) >= 0.80, rows
+    best = torch.load(workdir / "checkpoints" / "best.pt", map_location="cpu", weights_only=True)
+    assert best["best_metric"] == pytest.approx(max(float(r["val_dice_mean"]) for r in rows), abs=1e-5)
+
+
+@pytest.mark.parametrize("padding", ["valid", "same"])
+def test_train_3d_converges(workdir: Path, padding: str) -> None:
+    from pipeline.stages.train import run
+
+    write_preprocessed(workdir, dims=3, size=32)
+    cfg = make_config(
+        3,
+        padding,
+        model={"features": [8, 16, 32], "norm": "batch"},
+        train={"epochs": 6, "batch_size": 2, "patch_size": [16] * 3 if padding == "valid" else [32] * 3},
+    )
+    run(cfg)
+    rows = _check_outputs(workdir, cfg, cfg.train.epochs)
+    losses = [float(r["train_loss"]) for r in rows]
+    assert losses[-1] < losses[0], losses
+    assert max(float(r["val_dice_mean"]) for r in rows) >= 0.80, rows
+
+
+def test_resume_equals_uninterrupted(workdir: Path) -> None:
+    """Train 3 epochs straight vs 1 epoch, 'killed', re-run to 3: same weights, same history."""
+    from mlflow.tracking import MlflowClient
+
+    from pipeline.stages.train import run
+    from pipeline.tracking import read_run_ref
+
+    write_preprocessed(workdir, dims=2, size=48, n_train=4)
+    aug = {"elastic": True, "rotate": True, "flip": True, "intensity": True, "prob": 0.5}
+    train = {"epochs": 3, "iterations_per_epoch": 4, "scheduler": "poly", "augment": aug}
+    model = {"features": [8, 16, 32], "dropout": 0.2}
+    straight = make_config(2, "valid", model=model, train={**train, "output_dir": "ck_straight"})
+    run(straight)
+    resumed = make_config(2, "valid", model=model, train={**train, "output_dir": "ck_resumed"})
+    run(resumed, max_epochs=1)
+    first = torch.load(workdir / "ck_resumed" / "last.pt", weights_only=True)
+    assert first["epoch"] == 1
+    run_id = read_run_ref(workdir / "reports").run_id
+    run(resumed)
+
+    a = torch.load(workdir / "ck_straight" / "last.pt", weights_only=True)
+    b = torch.load(workdir / "ck_resumed" / "last.pt", weights_only=True)
+    assert a["epoch"] == b["epoch"] == 3
+    for key, tensor in a["model"].items():
+        torch.testing.assert_close(b["model"][key], tensor, atol=1e-6, rtol=0, msg=key)
+    assert [h["train_loss"] for h in a["history"]] == pytest.approx([h["train_loss"] for h in b["history"]], abs=1e-6)
+    assert b["scheduler"]["last_epoch"] == a["scheduler"]["last_epoch"] == 12
+    # the resumed training kept logging into the run it started
+    assert b["mlflow_run_id"] == run_id == read_run_ref(workdir / "reports").run_id
+    steps = [m.step for m in MlflowClient().get_metric_history(run_id, "train_loss")]
+    assert sorted(steps) == [1, 2, 3]
+
+
+def test_other_config_starts_over(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pipeline.stages.train import run
+
+    write_preprocessed(workdir, dims=2, size=48, n_train=2)
+    cfg = make_config(2, "same", train={"epochs": 2, "iterations_per_epoch": 2})
+    run(cfg, max_epochs=1)
+    changed = make_config(2, "same", train={"epochs": 2, "iterations_per_epoch": 2, "lr": 1e-4})
+    run(changed)
+    out = capsys.readouterr()
+    assert "different config" in out.out + out.err
+    state = torch.load(workdir / "checkpoints" / "last.pt", weights_only=True)
+    assert [h["epoch"] for h in state["history"]] == [1, 2]
+    assert state["config"]["train"]["lr"] == 1e-4
+
+
+def test_weighted_ce_with_border_weights_trains(workdir: Path) -> None:
+    from pipeline.stages.train import run
+
+    write_preprocessed(workdir, dims=2, size=48, n_train=3, weights=True)
+    cfg = make_config(2, "valid", train={"epochs": 2, "iterations_per_epoch": 3, "loss": "weighted_ce", "ignore_label": 255})
+    run(cfg)
+    rows = _read_history(workdir / "reports" / "train_history.csv")
+    assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
+
+
+def test_weighted_ce_needs_weight_maps(workdir: Path) -> None:
+    from pipeline.stages.train import run
+    from pipeline.training.data import ManifestError
+
+    write_preprocessed(workdir, dims=2, size=32, n_train=2, weights=False)
+    with pytest.raises(ManifestError, match="border_weights"):
+        run(make_config(2, "same", train={"loss": "weighted_ce", "patch_size": [32, 32]}))
+
+
+def test_missing_manifest_is_a_clear_error(workdir: Path) -> None:
+    from pipeline.stages.train import run
+    from pipeline.training.data import ManifestError
+
+    with pytest.raises(ManifestError, match="preprocess"):
+        run(make_config(2, "same"))
+
+
+def test_weighted_cross_entropy_by_hand() -> None:
+    from pipeline.training.losses import WeightedCrossEntropy
+
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 1.0]]).T.reshape(1, 2, 3, 1)  # 3 pixels, 2 classes
+    label = torch.tensor([0, 1, 1]).reshape(1, 1, 3, 1)
+    weight = torch.tensor([1.0, 3.0, 10.0]).reshape(1, 1, 3, 1)
+    ce = -torch.log_softmax(logits, 1).gather(1, label)[0, 0, :, 0]
+    loss = WeightedCrossEntropy()(logits, label, weight)
+    assert loss.item() == pytest.approx(float((ce * weight[0, 0, :, 0]).sum() / 3), rel=1e-6)
+    # the ignored pixel (label 255) drops out of numerator and denominator
+    ignored = WeightedCrossEntropy(ignore_label=255)(logits, torch.tensor([0, 1, 255]).reshape(1, 1, 3, 1), weight)
+    assert ignored.item() == pytest.approx(float((ce[:2] * weight[0, 0, :2, 0]).sum() / 2), rel=1e-6)
+
+
+def test_dice_ce_ignore_label_masks_voxels() -> None:
+    from pipeline.training.losses import MaskedDiceCE
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 8, 8)
+    label = torch.randint(0, 3, (2, 1, 8, 8))
+    plain = MaskedDiceCE(3)(logits, label)
+    masked = label.clone()
+    masked[:, :, :, 4:] = 255
+    other = torch.randn(2, 3, 8, 8)
+    other[..., :4] = logits[..., :4]  # differs only where the label is ignored
+    a = MaskedDiceCE(3, ignore_label=255)(logits, masked)
+    b = MaskedDiceCE(3, ignore_label=255)(other, masked)
+    assert torch.isfinite(plain) and a.item() == pytest.approx(b.item(), rel=1e-6)
+    # with nothing ignored the masked path equals MONAI's DiceCELoss
+    assert MaskedDiceCE(3, ignore_label=7)(logits, label).item() == pytest.approx(plain.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("dims,padding", [(2, "valid"), (3, "valid"), (2, "same")])
+def test_patches_are_balanced_and_aligned(tmp_path: Path, dims: int, padding: str) -> None:
+    """Valid mode: image patch = legal input, label = centre crop; labels stay under their image."""
+    from pipeline.model import output_size
+    from pipeline.training.data import load_manifest, patch_geometry, train_dataset, train_loader
+
+    root = write_preprocessed(tmp_path, dims=dims, size=48 if dims == 2 else 24, n_train=3)
+    cfg = make_config(
+        dims, padding,
+        train={"patch_size": [16] * dims, "pos_fraction": 1.0, "iterations_per_epoch": 3, "batch_size": 4,
+               "augment": {"elastic": True, "rotate": True, "flip": True, "intensity": False, "prob": 1.0}},
+    )  # fmt: skip
+    geo = patch_geometry(cfg)
+    if padding == "valid":
+        assert geo.output_size == output_size(geo.input_size, cfg.depth) and geo.output_size >= (16,) * dims
+    else:
+        assert geo.input_size == geo.output_size == (16,) * dims
+    ds = train_dataset(cfg, load_manifest(root), root)
+    for batch in train_loader(cfg, ds, epoch_seed=3):
+        image, label = batch["image"], batch["label"]
+        assert tuple(image.shape[2:]) == geo.input_size and tuple(label.shape[2:]) == geo.output_size
+        centre = (slice(None), slice(None)) + tuple(slice(geo.margin, geo.margin + s) for s in geo.output_size)
+        inner = image[centre]
+        assert set(label.unique().tolist()) <= {0.0, 1.0, 2.0}
+        assert inner[label == 1].mean() > 0.7 and inner[label == 2].mean() < -0.7 and abs(inner[label == 0].mean()) < 0.3
+        # pos_fraction=1: every patch is centred on foreground
+        mid = tuple(s // 2 for s in geo.output_size)
+        near = label[(slice(None), 0) + tuple(slice(m - 1, m + 1) for m in mid)]
+        assert bool((near.flatten(1) > 0).any(1).all())
+
+
+def test_same_mode_rejects_illegal_patch() -> None:
+    from pipeline.training.data import patch_geometry
+
+    with pytest.raises(ValueError, match="patch_size"):
+        patch_geometry(make_config(2, "same", train={"patch_size": [50, 50]}))
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_elastic_deformation_is_smooth_and_seeded(dims: int) -> None:
+    from pipeline.training.augment import RandElasticd
+
+    shape = (1,) + (24,) * dims
+    grid = np.indices(shape[1:]).sum(0).astype(np.float32)[None]
+    label = (grid > grid.mean()).astype(np.float32)
+    t = RandElasticd(keys=["image", "label"], spacing=8, magnitude=2.0, mode=["bilinear", "nearest"], prob=1.0)
+    out1 = t.set_random_state(seed=1)({"image": torch.from_numpy(grid), "label": torch.from_numpy(label)})
+    out2 = t.set_random_state(seed=1)({"image": torch.from_numpy(grid), "label": torch.from_numpy(label)})
+    torch.testing.assert_close(out1["image"], out2["image"])
+    moved = (out1["image"] - torch.from_numpy(grid)).abs()
+    assert 0.1 < float(moved.mean()) < 10  # displaced, by a few pixels, not scrambled
+    assert set(out1["label"].unique().tolist()) <= {0.0, 1.0}
