@@ -1,0 +1,1 @@
+"""Segmentation metrics (MONAI) and the figures people look at."""

@@ -1,0 +1,121 @@
+"""Whole-image prediction: dispatch on padding, softmax, flip TTA, largest-component clean-up.
+
+One path for training validation, the evaluate stage and the exported predictor. `net` is any
+callable (B, C, *spatial) -> (B, K, *spatial'): a torch module, a TorchScript module or an ONNX
+Runtime wrapper. The caller puts a torch module in eval mode; here everything runs under
+`torch.no_grad()` (not `inference_mode`, whose tensors refuse later in-place edits, e.g. by MONAI's
+inverse transforms) on the net's device.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+
+import torch
+
+from pipeline.inference.overlap_tile import overlap_tile
+from pipeline.inference.sliding_window import sliding_window
+
+Net = Callable[[torch.Tensor], torch.Tensor]
+
+
+def predict_logits(
+    image: torch.Tensor,
+    net: Net,
+    *,
+    padding: str,
+    depth: int,
+    tile_size: Sequence[int],
+    overlap: float = 0.5,
+    blend: str = "gaussian",
+    batch_size: int = 4,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Logits for an image (C, *spatial) -> (K, *spatial), or a batch (B, C, *spatial) -> (B, K, *spatial).
+
+    The number of spatial axes is len(tile_size), which tells a 3D image (C, x, y, z) from a 2D
+    batch (B, C, x, y). 'valid' padding uses overlap-tile (tile_size = output tile), 'same' uses a
+    sliding window (tile_size = ROI; overlap and blend apply).
+    """
+    nd = len(tile_size)
+    if image.dim() not in (nd + 1, nd + 2):
+        raise ValueError(
+            f"image of shape {tuple(image.shape)} does not fit a {nd}D tile size {tuple(tile_size)}: "
+            f"expected (C, *spatial) or (B, C, *spatial) with {nd} spatial axes"
+        )
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+
+    def one(x: torch.Tensor) -> torch.Tensor:
+        if padding == "valid":
+            return overlap_tile(x, net, depth, tile_size, batch_size, progress=progress)
+        if padding == "same":
+            return sliding_window(x, net, tile_size, overlap, blend, batch_size, depth, progress=progress)
+        raise ValueError(f"padding must be 'valid' or 'same', got {padding!r}")
+
+    with torch.no_grad():
+        if image.dim() == nd + 1:
+            return one(image)
+        return torch.stack([one(x) for x in image])
+
+
+def flip_axes_combinations(spatial_dims: int) -> list[tuple[int, ...]]:
+    """Every subset of the spatial axes (identity included): 4 flips in 2D, 8 in 3D, as nnU-Net mirrors."""
+    axes = range(spatial_dims)
+    return [c for r in range(spatial_dims + 1) for c in itertools.combinations(axes, r)]
+
+
+def predict_probabilities(
+    image: torch.Tensor,
+    net: Net,
+    *,
+    padding: str,
+    depth: int,
+    tile_size: Sequence[int],
+    overlap: float = 0.5,
+    blend: str = "gaussian",
+    batch_size: int = 4,
+    tta: bool = False,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Softmax probabilities, same shapes as `predict_logits`.
+
+    With `tta`, the mean of the softmax over the image flipped along every combination of spatial
+    axes (2**spatial_dims passes, each flipped back before averaging).
+    """
+    kwargs = dict(
+        padding=padding, depth=depth, tile_size=tile_size, overlap=overlap, blend=blend,
+        batch_size=batch_size, progress=progress,
+    )  # fmt: skip
+    nd = len(tile_size)
+    first_spatial = image.dim() - nd
+    flips = flip_axes_combinations(nd) if tta else [()]
+    total: torch.Tensor | None = None
+    with torch.no_grad():
+        for axes in flips:
+            dims = [first_spatial + a for a in axes]
+            x = torch.flip(image, dims) if dims else image
+            prob = torch.softmax(predict_logits(x, net, **kwargs).float(), dim=first_spatial - 1)
+            prob = torch.flip(prob, dims) if dims else prob
+            total = prob if total is None else total + prob
+    assert total is not None
+    return total / len(flips)
+
+
+def keep_largest(labels: torch.Tensor, num_classes: int, connectivity: int | None = None) -> torch.Tensor:
+    """Keep only the largest connected component of every foreground class (1..K-1), per class.
+
+    `labels` holds class indices, shape (1, *spatial); removed voxels become background (0).
+    MONAI's KeepLargestConnectedComponent; full connectivity by default.
+    """
+    from monai.transforms import KeepLargestConnectedComponent
+
+    if num_classes < 2:
+        return labels
+    if labels.dim() < 3 or labels.shape[0] != 1:
+        raise ValueError(f"keep_largest expects class indices of shape (1, *spatial), got {tuple(labels.shape)}")
+    transform = KeepLargestConnectedComponent(
+        applied_labels=list(range(1, num_classes)), is_onehot=False, independent=True, connectivity=connectivity
+    )
+    return transform(labels)

@@ -1,0 +1,111 @@
+"""One case from raw image to mask in the source geometry: the evaluate stage's and the exported
+predictor's shared path, so both give the same mask for the same case.
+
+raw image -> the manifest's preprocessing chain (reorient, resample, crop, normalise) -> whole-image
+softmax (overlap-tile / sliding window, optional flip TTA) -> the chain inverted on the
+*probabilities* (MONAI `Invertd`, linear interpolation, as nnU-Net resamples softmax rather than
+labels) -> argmax -> optional largest-component clean-up -> a mask carrying the source image's
+affine and shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipeline.inference.api import keep_largest, predict_probabilities
+from pipeline.inference.settings import InferenceSettings
+
+Net = Callable[[torch.Tensor], torch.Tensor]
+ImageSource = Any  # a path (file or DICOM folder) or a list of per-channel paths
+
+
+def _paths(image: ImageSource) -> str | list[str]:
+    if isinstance(image, (str, Path)):
+        return str(image)
+    if isinstance(image, Sequence) and image and all(isinstance(p, (str, Path)) for p in image):
+        return [str(p) for p in image] if len(image) > 1 else str(image[0])
+    raise TypeError(f"predict_case needs an image path or a list of per-channel paths, got {image!r}")
+
+
+def load_source_image(image: ImageSource) -> Any:
+    """The raw image as a MetaTensor (C, *spatial) with its RAS affine, read through `pipeline.io`."""
+    from pipeline.io import read_image
+
+    return read_image(_paths(image))
+
+
+def preprocess(image: ImageSource, spec: dict[str, Any]) -> tuple[Any, Any]:
+    """(preprocessed MetaTensor carrying its applied operations, the chain that made it)."""
+    from pipeline.data.transforms import preprocessing_transforms
+
+    transform = preprocessing_transforms(spec, keys=("image",))
+    return transform({"image": _paths(image)})["image"], transform
+
+
+def predict_case(
+    image: ImageSource,
+    net: Net,
+    spec: dict[str, Any],
+    settings: InferenceSettings,
+    *,
+    progress: bool = False,
+) -> tuple[Any, Any]:
+    """(mask MetaTensor uint8 (1, *source spatial), probabilities MetaTensor float32 (K, *source spatial)).
+
+    `image` is the raw file (or per-channel files); `spec` the manifest's preprocessing spec.
+    Both outputs carry the affine the source file was read with, and its shape; the inverted
+    geometry is checked against it. `net` is any (B, C, *spatial) -> (B, K, *spatial') callable;
+    a torch module must already be in eval mode.
+    """
+    from monai.data import MetaTensor
+
+    from pipeline.data.transforms import invert_to_source
+
+    x, transform = preprocess(image, spec)
+    prob = predict_probabilities(
+        x.as_tensor(), net, padding=settings.padding, depth=settings.depth, tile_size=settings.tile_size,
+        overlap=settings.overlap, blend=settings.blend, batch_size=settings.batch_size, tta=settings.tta,
+        progress=progress,
+    )  # fmt: skip
+    prob = invert_to_source(transform, {"image": x}, prob.detach().float().cpu(), nearest=False)
+    # the geometry pipeline.io recorded when it read the file; the mask is written with it exactly
+    source_affine = torch.as_tensor(np.asarray(x.meta["original_affine"]), dtype=torch.float64)
+    inverted_affine = torch.as_tensor(prob.affine, dtype=torch.float64)
+    src_shape = tuple(int(n) for n in np.asarray(x.meta["spatial_shape"]).reshape(-1))
+    if tuple(prob.shape[1:]) != src_shape or not torch.allclose(inverted_affine, source_affine, atol=1e-4):
+        raise RuntimeError(
+            f"{_paths(image)}: inverting the preprocessing gave shape {tuple(prob.shape[1:])}, affine "
+            f"{inverted_affine.tolist()}; the source image has {src_shape}, {source_affine.tolist()}"
+        )
+    num_classes = prob.shape[0]
+    mask = torch.argmax(prob.as_tensor(), dim=0, keepdim=True).to(torch.uint8)
+    if settings.keep_largest:
+        mask = torch.as_tensor(keep_largest(mask, num_classes)).to(torch.uint8)
+    meta = {k: v for k, v in x.meta.items() if k != "affine"}
+    mask = MetaTensor(mask, affine=source_affine.clone(), meta=dict(meta))
+    probabilities = MetaTensor(prob.as_tensor(), affine=source_affine.clone(), meta=dict(meta))
+    return mask, probabilities
+
+
+def load_trained_net(checkpoint: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
+    """(U-Net in eval mode, the checkpoint dict) from a training checkpoint, loaded weights_only."""
+    from pipeline.model import UNet
+    from pipeline.training.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(Path(checkpoint), map_location=device)
+    if "model_args" not in ckpt or "model" not in ckpt:
+        raise RuntimeError(f"checkpoint {checkpoint} lacks 'model' or 'model_args'; was it written by the train stage?")
+    net = UNet(**ckpt["model_args"])
+    state = {k.removeprefix("module."): v for k, v in ckpt["model"].items()}  # a DDP-wrapped save, too
+    net.load_state_dict(state)
+    return net.to(device).eval(), ckpt
+
+
+def mask_array(mask: Any) -> np.ndarray:
+    """A mask as a plain numpy array (1, *spatial)."""
+    return np.asarray(torch.as_tensor(mask).cpu().numpy())

@@ -1,0 +1,58 @@
+"""Everything whole-image inference needs, as one small JSON-able record.
+
+The evaluate stage builds it from the config and the checkpoint's `model_args`; the exported
+predictor stores it next to the model and rebuilds it with `from_dict`, so both infer identically.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    padding: str  # "valid" -> overlap-tile, "same" -> sliding window
+    depth: int  # number of poolings of the U-Net
+    tile_size: tuple[int, ...]  # valid: output tile size; same: sliding-window ROI
+    overlap: float = 0.5  # sliding window only
+    blend: str = "gaussian"  # sliding window only
+    batch_size: int = 4
+    tta: bool = False  # flip test-time augmentation
+    keep_largest: bool = False  # keep the largest connected component per foreground class
+    extra: dict[str, Any] = field(default_factory=dict)  # free-form notes carried along (not used here)
+
+    def __post_init__(self) -> None:
+        if self.padding not in ("valid", "same"):
+            raise ValueError(f"padding must be 'valid' or 'same', got {self.padding!r}")
+        if self.blend not in ("gaussian", "constant"):
+            raise ValueError(f"blend must be 'gaussian' or 'constant', got {self.blend!r}")
+        if self.batch_size < 1 or self.depth < 1 or not self.tile_size or min(self.tile_size) < 1:
+            raise ValueError(f"invalid inference settings: {self}")
+        object.__setattr__(self, "tile_size", tuple(int(t) for t in self.tile_size))
+
+    @classmethod
+    def from_config(cls, cfg: Any, model_args: dict[str, Any] | None = None) -> "InferenceSettings":
+        """From a `Config`; padding and depth come from `model_args` (a checkpoint's) when given."""
+        padding = model_args["padding"] if model_args else cfg.model.padding
+        depth = len(model_args["features"]) - 1 if model_args else cfg.depth
+        inf = cfg.inference
+        return cls(
+            padding=padding,
+            depth=depth,
+            tile_size=tuple(inf.tile_size or cfg.train.patch_size),
+            overlap=inf.overlap,
+            blend=inf.blend,
+            batch_size=inf.batch_size,
+            tta=inf.tta,
+            keep_largest=inf.keep_largest_component,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["tile_size"] = list(self.tile_size)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "InferenceSettings":
+        return cls(**{**d, "tile_size": tuple(d["tile_size"])})

@@ -1,0 +1,178 @@
+"""Overlap-tile and sliding-window inference: exact tiling, seam-free blending, TTA, clean-up."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from helpers_eval import PointwiseNet, reflect_pad_np, small_unet
+from pipeline.inference import (
+    flip_axes_combinations,
+    keep_largest,
+    mirror_pad,
+    overlap_tile,
+    plan_tiles,
+    predict_logits,
+    predict_probabilities,
+)
+from pipeline.model import legal_input_size, margin, output_size
+
+
+def whole_image_reference(net, image: np.ndarray, depth: int) -> torch.Tensor:
+    """ONE forward pass over the image mirror-padded (numpy, reflect) by the margin on the low side and
+    to the smallest legal size on the high side, cropped to the image: what tiling must reproduce."""
+    size = image.shape[1:]
+    m = margin(depth)
+    legal = legal_input_size(size, depth)
+    padded = reflect_pad_np(image, m, [lg - n - m for lg, n in zip(legal, size)])
+    with torch.no_grad():
+        out = net(torch.from_numpy(padded)[None])[0]
+    return out[(slice(None), *(slice(0, n) for n in size))]
+
+
+@pytest.mark.parametrize(
+    "depth,features,size,tile",
+    [
+        (2, (4, 8, 16), (37, 50), (20, 24)),  # not divisible by the tile
+        (2, (4, 8, 16), (64, 64), (24, 24)),
+        (2, (4, 8, 16), (5, 7), (20, 20)),  # smaller than one tile and than the margin (20)
+        (2, (4, 8, 16), (1, 30), (12, 12)),  # a 1-pixel axis
+        (3, (4, 8, 8, 8), (45, 29), (12, 12)),  # output tile 12 is not a multiple of 2**3: stride 8
+        (3, (4, 8, 8, 8), (70, 33), (20, 36)),
+    ],
+)
+def test_overlap_tile_2d_equals_one_whole_image_pass(depth, features, size, tile):
+    net = small_unet(2, "valid", features, out_channels=3, seed=depth)
+    rng = np.random.default_rng(1)
+    image = rng.normal(size=(1, *size))
+    plan = plan_tiles(size, depth, tile)
+    out = overlap_tile(torch.from_numpy(image), net, depth, tile, batch_size=3)
+    ref = whole_image_reference(net, image, depth)
+    assert out.shape == (3, *size)
+    assert torch.allclose(out, ref, atol=1e-5, rtol=0), (plan, (out - ref).abs().max())
+    # the case is a real tiling test: several tiles wherever the image exceeds one tile
+    assert plan.num_tiles >= (2 if any(n > t for n, t in zip(size, plan.output_tile)) else 1)
+
+
+@pytest.mark.parametrize("size", [(21, 14, 9), (6, 5, 3), (16, 16, 16)])
+def test_overlap_tile_3d_equals_one_whole_image_pass(size):
+    depth, tile = 1, (8, 8, 6)
+    net = small_unet(3, "valid", (2, 4), out_channels=2, seed=3)
+    image = np.random.default_rng(2).normal(size=(1, *size))
+    out = overlap_tile(torch.from_numpy(image), net, depth, tile, batch_size=4)
+    ref = whole_image_reference(net, image, depth)
+    assert out.shape == (2, *size)
+    assert torch.allclose(out, ref, atol=1e-5, rtol=0), (out - ref).abs().max()
+
+
+def test_overlap_tile_3d_depth2_multi_tile():
+    depth, size, tile = 2, (30, 13, 9), (6, 6, 6)
+    net = small_unet(3, "valid", (2, 2, 4), out_channels=2, seed=4)
+    plan = plan_tiles(size, depth, tile)
+    assert plan.num_tiles > 1
+    image = np.random.default_rng(5).normal(size=(1, *size))
+    out = overlap_tile(torch.from_numpy(image), net, depth, tile, batch_size=2)
+    ref = whole_image_reference(net, image, depth)
+    assert torch.allclose(out, ref, atol=1e-5, rtol=0), (out - ref).abs().max()
+
+
+def test_tile_plan_phase_aligned_and_covering():
+    for depth in (2, 3, 4):
+        for size in [(7,), (100,), (389,), (1000,)]:
+            plan = plan_tiles(size, depth, (30,))
+            assert output_size(plan.input_tile, depth) == plan.output_tile
+            starts = plan.starts[0]
+            assert all(s % 2**depth == 0 for s in starts)  # pooling phase preserved
+            assert all(b - a <= plan.output_tile[0] for a, b in zip(starts, starts[1:]))  # no gaps
+            assert starts[-1] + plan.output_tile[0] >= size[0]  # covers the image
+            assert plan.padded_size[0] == starts[-1] + plan.input_tile[0]
+
+
+@pytest.mark.parametrize("n,low,high", [(5, 3, 20), (1, 4, 4), (2, 7, 9), (10, 3, 3), (4, 0, 11)])
+def test_mirror_pad_matches_numpy_reflect(n, low, high):
+    x = torch.arange(n * 3, dtype=torch.float32).reshape(1, 3, n)
+    got = mirror_pad(x, [low], [high]).numpy()
+    assert np.array_equal(got, np.pad(x.numpy(), [(0, 0), (0, 0), (low, high)], mode="reflect"))
+
+
+def test_predict_logits_batch_and_device_dtype():
+    net = small_unet(2, "valid", (4, 8, 16), out_channels=2)
+    batch = torch.randn(2, 1, 30, 41, dtype=torch.float32)  # cast to the net's float64 inside
+    out = predict_logits(batch, net, padding="valid", depth=2, tile_size=(16, 16), batch_size=5)
+    assert out.shape == (2, 2, 30, 41) and out.dtype == torch.float64
+    single = predict_logits(batch[1], net, padding="valid", depth=2, tile_size=(16, 16), batch_size=1)
+    assert torch.allclose(out[1], single, atol=1e-10)
+
+
+def test_overlap_tile_rejects_same_padding_net():
+    net = small_unet(2, "same", (4, 8, 16))
+    with pytest.raises(ValueError, match="valid-padding"):
+        overlap_tile(torch.randn(1, 20, 20), net, 2, (8, 8))
+
+
+@pytest.mark.parametrize("blend", ["gaussian", "constant"])
+@pytest.mark.parametrize("size", [(37, 50), (100, 29), (9, 6)])
+def test_sliding_window_seam_free_on_constant_weight_model(blend, size):
+    """A pointwise constant-weight conv has no context, so the blended windows must give exactly its
+    whole-image output everywhere: any seam (unnormalised weights, gaps) would show."""
+    net = PointwiseNet(2, out_channels=2).double().eval()
+    image = torch.from_numpy(np.random.default_rng(0).normal(size=(1, *size)))
+    out = predict_logits(image, net, padding="same", depth=2, tile_size=(16, 24), overlap=0.5, blend=blend)
+    with torch.no_grad():
+        ref = net(image[None])[0]
+    assert out.shape == (2, *size)
+    assert torch.allclose(out, ref, atol=1e-6), (out - ref).abs().max()
+
+    # a net whose output is constant (zero weights) gives one constant map: no seams at all
+    flat = PointwiseNet(2, out_channels=2, weight=0.0, bias=0.7).double().eval()
+    out = predict_logits(image, flat, padding="same", depth=2, tile_size=(16, 24), overlap=0.25, blend=blend)
+    assert torch.allclose(out[0], torch.full(size, 0.7, dtype=out.dtype), atol=1e-6)
+    assert torch.allclose(out[1], torch.full(size, 1.4, dtype=out.dtype), atol=1e-6)
+
+
+def test_sliding_window_3d_same_unet_any_size():
+    net = small_unet(3, "same", (2, 4, 4), out_channels=3)
+    image = torch.randn(1, 19, 9, 13, dtype=torch.float64)
+    out = predict_logits(image, net, padding="same", depth=2, tile_size=(8, 8, 8), overlap=0.5)
+    assert out.shape == (3, 19, 9, 13)
+    assert torch.isfinite(out).all()
+    # a single window covering the (legal-size) image equals one plain forward pass
+    image = torch.randn(1, 8, 12, 16, dtype=torch.float64)
+    out = predict_logits(image, net, padding="same", depth=2, tile_size=(8, 12, 16))
+    with torch.no_grad():
+        assert torch.allclose(out, net(image[None])[0], atol=1e-10)
+
+
+def test_flip_tta():
+    assert len(flip_axes_combinations(2)) == 4 and len(flip_axes_combinations(3)) == 8
+    # a flip-equivariant net: TTA must not change the probabilities
+    net = PointwiseNet(3, out_channels=3).double().eval()
+    image = torch.randn(1, 11, 7, 5, dtype=torch.float64)
+    kw = dict(padding="same", depth=1, tile_size=(8, 8, 8))
+    plain = predict_probabilities(image, net, **kw)
+    tta = predict_probabilities(image, net, tta=True, **kw)
+    assert torch.allclose(plain, tta, atol=1e-6)
+    assert torch.allclose(plain.sum(0), torch.ones(11, 7, 5, dtype=plain.dtype), atol=1e-6)
+    # a real U-Net: TTA is the mean of the flipped-back softmaxes (2D: identity, x, y, xy)
+    unet = small_unet(2, "valid", (4, 8, 16), out_channels=2)
+    img2 = torch.randn(1, 23, 17, dtype=torch.float64)
+    kw = dict(padding="valid", depth=2, tile_size=(12, 12))
+    manual = sum(
+        torch.flip(torch.softmax(predict_logits(torch.flip(img2, d), unet, **kw), 0), d)
+        for d in ([], [1], [2], [1, 2])
+    ) / 4
+    assert torch.allclose(predict_probabilities(img2, unet, tta=True, **kw), manual.float(), atol=1e-6)
+
+
+def test_keep_largest_per_class():
+    labels = torch.zeros(1, 12, 12, dtype=torch.long)
+    labels[0, 0:4, 0:4] = 1  # largest class-1 component (16)
+    labels[0, 8:10, 8:10] = 1  # small class-1 component (4): removed
+    labels[0, 0:2, 8:12] = 2  # class 2, larger (8)
+    labels[0, 10:12, 0:1] = 2  # class 2, smaller (2): removed
+    out = keep_largest(labels, num_classes=3)
+    expected = labels.clone()
+    expected[0, 8:10, 8:10] = 0
+    expected[0, 10:12, 0:1] = 0
+    assert torch.equal(torch.as_tensor(out), expected)
