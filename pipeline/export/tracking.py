@@ -1,0 +1,128 @@
+"""Log the exported models to the pipeline's MLflow run and register the ONNX one.
+
+ONNX goes in as an `mlflow.onnx` model (signature with free batch and spatial axes, an input
+example) registered under `cfg.tracking.registered_model_name`, one new version per export. The
+TorchScript module goes in as an `mlflow.pytorch` model in the 'pickle' format, which for a
+ScriptModule is `torch.jit.save` (the 'pt2' default would pin the example's spatial size,
+TOOLCHAIN.md); the whole bundle is logged as artifacts. Requirements are passed explicitly
+(inferring them costs seconds per call and may guess wrong).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ONNX_MODEL_NAME = "onnx_model"
+TS_MODEL_NAME = "torchscript_model"
+BUNDLE_ARTIFACT_PATH = "bundle"
+
+
+def pip_requirements(*names: str) -> list[str]:
+    """Pinned requirements for the installed versions of `names` (the runtime needs only these)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    for name in names:
+        try:
+            out.append(f"{name}=={version(name)}")
+        except PackageNotFoundError:
+            out.append(name)
+    return out
+
+
+def signature(
+    in_channels: int, out_channels: int, spatial_dims: int, input_name: str | None = None, output_name: str | None = None
+) -> Any:
+    """Tensor signature with -1 (free) batch and spatial axes: the model takes any legal size.
+
+    Named tensors for ONNX (its pyfunc takes {name: array}); unnamed for PyTorch, whose pyfunc
+    takes a plain array.
+    """
+    from mlflow.models.signature import ModelSignature
+    from mlflow.types.schema import Schema, TensorSpec
+
+    free = (-1,) * spatial_dims
+    return ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, in_channels, *free), input_name)]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, out_channels, *free), output_name)]),
+    )
+
+
+@contextlib.contextmanager
+def _quiet(*loggers: str) -> Iterator[None]:
+    saved = [(logging.getLogger(n), logging.getLogger(n).level) for n in loggers]
+    for log, _ in saved:
+        log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for log, level in saved:
+            log.setLevel(level)
+
+
+def log_exported_models(
+    *,
+    onnx_path: str | Path,
+    ts_path: str | Path,
+    bundle_dir: str | Path,
+    example: np.ndarray,
+    model_args: dict[str, Any],
+    registered_model_name: str,
+    input_name: str = "image",
+    output_name: str = "logits",
+    extra_requirements: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Log both models and the bundle to the *active* MLflow run; register the ONNX model.
+
+    `example` is one normalised input (1, C, *spatial) of a legal size. Returns the model URIs and
+    the registered version.
+    """
+    import mlflow
+    import mlflow.onnx
+    import onnx
+
+    from pipeline.export.torchscript import load_torchscript
+
+    dims = (int(model_args["in_channels"]), int(model_args["out_channels"]), int(model_args["spatial_dims"]))
+    sig = signature(*dims, input_name, output_name)
+    example = np.ascontiguousarray(example, dtype=np.float32)
+    onnx_info = mlflow.onnx.log_model(
+        onnx.load(str(onnx_path)),
+        name=ONNX_MODEL_NAME,
+        signature=sig,
+        input_example={input_name: example},
+        pip_requirements=pip_requirements("onnx", "onnxruntime", "numpy", *extra_requirements),
+        registered_model_name=registered_model_name,
+        onnx_execution_providers=["CPUExecutionProvider"],
+        save_as_external_data=False,
+    )
+
+    import mlflow.pytorch
+
+    # MLflow's pickle caution does not apply (a ScriptModule is saved by torch.jit.save), nor does
+    # torch.load's note that it dispatched to torch.jit.load when MLflow checks the input example
+    with _quiet("mlflow.pytorch"), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*looks like a TorchScript archive", category=UserWarning)
+        ts_info = mlflow.pytorch.log_model(
+            load_torchscript(ts_path),
+            name=TS_MODEL_NAME,
+            serialization_format="pickle",
+            signature=signature(*dims),
+            input_example=example,
+            pip_requirements=pip_requirements("torch", "numpy", *extra_requirements),
+        )
+    mlflow.log_artifacts(str(bundle_dir), artifact_path=BUNDLE_ARTIFACT_PATH)
+    return {
+        "onnx_model_uri": onnx_info.model_uri,
+        "torchscript_model_uri": ts_info.model_uri,
+        "registered_model_name": registered_model_name,
+        "registered_model_version": getattr(onnx_info, "registered_model_version", None),
+        "run_id": mlflow.active_run().info.run_id,
+    }

@@ -1,0 +1,104 @@
+"""Parity checks the export stage must pass before anything is published.
+
+ONNX Runtime and TorchScript are compared with PyTorch eager on crops of a real held-out case at
+two different legal sizes and batch sizes, so a dynamic axis that silently got pinned fails here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.export.to_onnx import check_onnx, size_rule
+
+
+class ExportVerificationError(RuntimeError):
+    """An exported model disagrees with the eager network (or is not valid ONNX)."""
+
+
+def fit_to_size(image: np.ndarray, size: Sequence[int]) -> np.ndarray:
+    """Centre-crop or mirror-pad a (C, *spatial) array to `size` (the overlap-tile padding)."""
+    out = image
+    for axis, n in enumerate(size, start=1):
+        cur = out.shape[axis]
+        if cur > n:
+            start = (cur - n) // 2
+            out = np.take(out, np.arange(start, start + n), axis=axis)
+        elif cur < n:
+            before = (n - cur) // 2
+            pad = [(0, 0)] * out.ndim
+            pad[axis] = (before, n - cur - before)
+            out = np.pad(out, pad, mode="reflect" if cur > 1 else "edge")
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def verification_sizes(tile_input: Sequence[int], depth: int, padding: str) -> list[tuple[int, ...]]:
+    """Two distinct legal sizes: the inference tile, and one step smaller (or larger) per axis."""
+    step, _, smallest = size_rule(depth, padding)
+    first = tuple(int(s) for s in tile_input)
+    second = tuple(s - step if s - step >= smallest else s + step for s in first)
+    # make the second size anisotropic too: the last axis moves one more step
+    second = second[:-1] + (second[-1] + step,)
+    return [first, second]
+
+
+def verify_exports(
+    net: Any,
+    image: np.ndarray,
+    sizes: Sequence[Sequence[int]],
+    tolerance: float,
+    onnx_path: str | Path | None = None,
+    ts_path: str | Path | None = None,
+) -> dict[str, Any]:
+    """Compare each exported runtime with `net` on crops of `image`; raise if any check fails.
+
+    Returns a JSON-able report: max abs logit difference per runtime and size, and the checks.
+    """
+    import torch
+
+    from pipeline.export.runtime import OnnxNet, TorchScriptNet
+
+    report: dict[str, Any] = {"tolerance": tolerance, "checks": []}
+    failures: list[str] = []
+    if onnx_path is not None:
+        try:
+            check_onnx(onnx_path)
+            report["onnx_checker"] = "passed"
+        except Exception as exc:  # onnx raises several checker error types
+            report["onnx_checker"] = f"failed: {exc}"
+            failures.append(f"onnx.checker rejected {onnx_path}: {exc}")
+    runtimes: dict[str, Any] = {}
+    if onnx_path is not None and not failures:
+        runtimes["onnxruntime"] = OnnxNet(onnx_path)
+    if ts_path is not None:
+        runtimes["torchscript"] = TorchScriptNet(ts_path)
+    net = net.eval().cpu()
+    for batch, size in enumerate(sizes, start=1):
+        crop = torch.from_numpy(fit_to_size(image, size))
+        # batch 1 then 2 (the second sample mirrored), so the batch axis is exercised too
+        x = torch.stack([crop if i % 2 == 0 else crop.flip(-1) for i in range(batch)])
+        with torch.no_grad():
+            ref = net(x)
+        for name, runtime in runtimes.items():
+            try:
+                out = runtime(x)
+            except Exception as exc:  # a pinned axis shows up as a runtime shape error
+                failures.append(f"{name} failed on input {tuple(x.shape)}: {exc}")
+                continue
+            if tuple(out.shape) != tuple(ref.shape):
+                failures.append(f"{name} output shape {tuple(out.shape)} != eager {tuple(ref.shape)}")
+                continue
+            diff = float((out - ref).abs().max())
+            ok = diff <= tolerance
+            report["checks"].append(
+                {"runtime": name, "input_shape": list(x.shape), "max_abs_diff": diff, "passed": ok}
+            )
+            if not ok:
+                failures.append(f"{name} differs from eager by {diff:.3g} > {tolerance:g} on input {tuple(x.shape)}")
+    report["passed"] = not failures
+    if failures:
+        raise ExportVerificationError("export verification failed:\n  " + "\n  ".join(failures))
+    return report

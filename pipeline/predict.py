@@ -1,0 +1,131 @@
+"""Standalone predictor: `unet-pipeline predict --model exported/model.onnx IMAGE -o MASK`.
+
+Needs only the exported folder: the model file and the `configs/metadata.json` beside it (or one
+level up, for `models/model.ts`) -- no training data, config or checkpoint. The image goes through
+`pipeline.inference.predict.predict_case`, the evaluate stage's own path, with the network swapped
+for an ONNX Runtime session or a TorchScript module, so the mask equals the evaluate stage's.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+METADATA_CANDIDATES = ("configs/metadata.json", "metadata.json", "../configs/metadata.json")
+
+
+class PredictError(ValueError):
+    """Input the predictor cannot use; the message names the file and the problem."""
+
+
+def find_metadata(model_path: str | Path) -> Path:
+    """The bundle's metadata.json next to the model (or one folder up for models/model.ts)."""
+    model_path = Path(model_path)
+    for rel in METADATA_CANDIDATES:
+        cand = (model_path.parent / rel).resolve()
+        if cand.is_file():
+            return cand
+    looked = ", ".join(str(model_path.parent / r) for r in METADATA_CANDIDATES)
+    raise PredictError(f"no metadata.json for model {model_path} (looked in {looked}); pass a model from an exported/ folder")
+
+
+def read_metadata(model_path: str | Path) -> tuple[dict[str, Any], Path]:
+    """(metadata dict, bundle root) for a model file, checked to describe this very file (SHA-256)."""
+    from pipeline.export.bundle import sha256_file
+
+    model_path = Path(model_path)
+    if not model_path.is_file():
+        raise PredictError(f"model file {model_path} does not exist")
+    meta_path = find_metadata(model_path)
+    try:
+        meta = json.loads(meta_path.read_text())
+        up = meta["unet_pipeline"]
+    except (json.JSONDecodeError, KeyError) as exc:
+        raise PredictError(f"{meta_path} is not an unet-pipeline bundle metadata file ({exc})") from None
+    root = meta_path.parent.parent
+    rel = model_path.resolve().relative_to(root.resolve()).as_posix() if model_path.resolve().is_relative_to(root.resolve()) else model_path.name
+    recorded = up.get("models", {}).get(rel)
+    if recorded is None:
+        raise PredictError(f"model {model_path} is not listed in {meta_path} (known: {sorted(up.get('models', {}))})")
+    digest = sha256_file(model_path)
+    if digest != recorded["sha256"]:
+        raise PredictError(
+            f"model {model_path} does not match {meta_path}: SHA-256 {digest[:12]}... != recorded {recorded['sha256'][:12]}..."
+        )
+    return meta, root
+
+
+def check_image(image: Any, path: str | Path, spatial_dims: int, in_channels: int) -> None:
+    """Reject an image the model cannot take, naming the file."""
+    shape = tuple(image.shape)
+    if len(shape) - 1 != spatial_dims:
+        raise PredictError(
+            f"{path}: a {len(shape) - 1}D image (channels-first shape {shape}), but the model is {spatial_dims}D"
+        )
+    if shape[0] != in_channels:
+        raise PredictError(f"{path}: {shape[0]} channel(s) (shape {shape}), but the model expects {in_channels}")
+    if min(shape[1:]) < 1:
+        raise PredictError(f"{path}: empty image (shape {shape})")
+
+
+def read_input(image_path: str | Path) -> Any:
+    """The image via pipeline.io, with any reader failure turned into an error naming the file."""
+    from pipeline.io import read_image
+
+    path = Path(image_path)
+    if not path.exists():
+        raise PredictError(f"input image {path} does not exist")
+    try:
+        return read_image(path)
+    except Exception as exc:  # readers raise many types (RuntimeError from SimpleITK, OSError, ...)
+        raise PredictError(f"cannot read input image {path}: {exc}") from exc
+
+
+def predict_file(
+    model_path: str | Path,
+    image_path: str | Path,
+    output_path: str | Path,
+    *,
+    tta: bool | None = None,
+    device: str = "cpu",
+    progress: bool = False,
+) -> Path:
+    """Segment one image with an exported model and write the mask (input geometry) atomically.
+
+    `tta=None` keeps the exported setting (the evaluate stage's); True/False force it.
+    """
+    from pipeline.export.runtime import load_net
+    from pipeline.inference.predict import predict_case
+    from pipeline.inference.settings import InferenceSettings
+    from pipeline.io import WRITABLE_SUFFIXES, full_suffix, write_image
+
+    output_path = Path(output_path)
+    if full_suffix(output_path) not in WRITABLE_SUFFIXES:
+        raise PredictError(f"output {output_path}: cannot write {full_suffix(output_path) or '(no suffix)'!r}; "
+                           f"use one of {', '.join(WRITABLE_SUFFIXES)}")  # fmt: skip
+    meta, _ = read_metadata(model_path)
+    up = meta["unet_pipeline"]
+    args = up["model_args"]
+    image = read_input(image_path)
+    check_image(image, image_path, int(args["spatial_dims"]), int(args["in_channels"]))
+    settings = InferenceSettings.from_dict(up["inference"])
+    if tta is not None:
+        settings = replace(settings, tta=bool(tta))
+    net = load_net(model_path, device)
+    mask, _ = predict_case(image, net, up["preprocessing"], settings, progress=progress)
+    return write_image(mask, image, output_path)  # atomic: temp file, then rename
+
+
+def main(args: Any) -> None:
+    """CLI entry: args.model, args.image, args.output, optional args.tta (flag: forces TTA on), args.device."""
+    out = predict_file(
+        args.model,
+        args.image,
+        args.output,
+        tta=True if getattr(args, "tta", False) else None,
+        device=getattr(args, "device", "cpu") or "cpu",
+        progress=True,
+    )
+    print(f"wrote {out}")
