@@ -1,0 +1,143 @@
+"""Training-step throughput: our U-Net vs MONAI BasicUNet and MONAI UNet at matched widths.
+
+One step = zero_grad + forward + cross-entropy + backward + AdamW step, on random data. All three
+networks use padding "same" (ours) / the MONAI equivalent, the same widths per level, the same
+normalisation, ReLU and no dropout:
+
+- ours: `pipeline.model.UNet(padding="same")`: 2 convs per level, max-pool, 2x2 transposed conv.
+- MONAI `BasicUNet(features=(f0..f4, f0), act=ReLU, norm=<same>, dropout=0, upsample="deconv")`:
+  the same layout (2 convs per level, max-pool, transposed conv); its defaults (LeakyReLU,
+  instance norm) are overridden to match ours. BasicUNet is fixed at 4 poolings, so `--features`
+  must have 5 widths.
+- MONAI `UNet(channels=(f0..f4), strides=(2,2,2,2), num_res_units=0, act=ReLU, norm=<same>)`:
+  a different layout (strided convs instead of pooling, one conv per level and direction), the
+  widths matched only.
+
+Headline (last line): the geometric mean, over all configurations, of our samples/s divided by
+BasicUNet's (= geomean of ours / geomean of BasicUNet's).
+
+    .venv/bin/python benchmarks/train_throughput.py [--quick] [--device cuda]
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import common
+
+
+def build(name: str, dims: int, features: list[int], norm: str, out_channels: int = 2) -> Any:
+    """One of the three networks, widths and normalisation matched."""
+    from monai.networks.nets import BasicUNet, UNet as MonaiUNet
+
+    from pipeline.model import UNet
+
+    monai_norm: Any = None if norm == "none" else ((norm, {"affine": True}) if norm == "instance" else norm)
+    relu = ("relu", {"inplace": True})
+    if name == "ours":
+        return UNet(dims, 1, out_channels, features, padding="same", norm=norm, dropout=0.0, upsample="transpose")
+    if name == "monai-basicunet":
+        if len(features) != 5:
+            raise SystemExit(f"error: BasicUNet has 4 poolings; --features needs 5 widths, got {features}")
+        return BasicUNet(
+            spatial_dims=dims, in_channels=1, out_channels=out_channels, features=(*features, features[0]),
+            act=relu, norm=monai_norm, dropout=0.0, upsample="deconv",
+        )  # fmt: skip
+    if name == "monai-unet":
+        return MonaiUNet(
+            spatial_dims=dims, in_channels=1, out_channels=out_channels, channels=features,
+            strides=[2] * (len(features) - 1), num_res_units=0, act=relu, norm=monai_norm,
+        )  # fmt: skip
+    raise ValueError(name)
+
+
+def measure(name: str, dims: int, size: int, batch: int, features: list[int], norm: str, device: str, timing: dict[str, Any]) -> dict[str, Any]:
+    """samples/s and peak memory of training steps for one network and configuration."""
+    import torch
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    with common.PeakMemory(device) as mem:
+        net = build(name, dims, features, norm).to(device).train()
+        opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+        x = torch.randn(batch, 1, *([size] * dims), device=device)
+        y = torch.randint(0, 2, (batch, *([size] * dims)), device=device)
+
+        def step() -> None:
+            opt.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(net(x), y)
+            loss.backward()
+            opt.step()
+
+        steps, secs = common.time_until(step, device, **timing)
+        params = sum(p.numel() for p in net.parameters())
+        del net, opt, x, y
+    return {"samples_s": batch * steps / secs, "steps": steps, "mem": mem.describe(), "params": params}
+
+
+def main() -> None:
+    p = common.base_parser(__doc__.splitlines()[0])
+    p.add_argument("--features2d", default="32,64,128,256,512", help="2D widths per level (default: the ISBI config's)")
+    p.add_argument("--features3d", default="16,32,64,128,256", help="3D widths per level")
+    p.add_argument("--norm", default="instance", choices=["instance", "batch", "none"], help="normalisation, all nets (default: instance, BasicUNet's)")
+    p.add_argument("--min-seconds", type=float, default=None, help="time each configuration at least this long")
+    args = p.parse_args()
+    device = common.setup_torch(args.device, args.threads)
+
+    if args.quick:
+        sizes = {2: [64], 3: [32]}
+        batches = [1, 2]
+        timing = dict(warmup=1, min_steps=1, min_seconds=args.min_seconds or 0.2, max_steps=20)
+    else:
+        sizes = {2: [256, 512], 3: [64, 96]}
+        batches = [1, 4]
+        timing = dict(warmup=2, min_steps=3, min_seconds=args.min_seconds or 5.0, max_steps=200)
+    features = {2: [int(f) for f in args.features2d.split(",")], 3: [int(f) for f in args.features3d.split(",")]}
+    models = ["ours", "monai-basicunet", "monai-unet"]
+
+    rows, ratios = [], []
+    ours_all, base_all = [], []
+    for dims in (2, 3):
+        for size in sizes[dims]:
+            for batch in batches:
+                res = {m: measure(m, dims, size, batch, features[dims], args.norm, device, timing) for m in models}
+                r_basic = res["ours"]["samples_s"] / res["monai-basicunet"]["samples_s"]
+                r_unet = res["ours"]["samples_s"] / res["monai-unet"]["samples_s"]
+                ratios.append(r_basic)
+                ours_all.append(res["ours"]["samples_s"])
+                base_all.append(res["monai-basicunet"]["samples_s"])
+                shape = "x".join([str(size)] * dims)
+                rows.append([
+                    f"{dims}D", shape, batch,
+                    res["ours"]["samples_s"], res["monai-basicunet"]["samples_s"], res["monai-unet"]["samples_s"],
+                    r_basic, r_unet,
+                    res["ours"]["mem"], res["monai-basicunet"]["mem"], res["monai-unet"]["mem"],
+                ])  # fmt: skip
+                print(f"  done {dims}D {shape} batch {batch}: ours/BasicUNet {r_basic:.2f}x", flush=True)
+
+    mem_h = common.memory_header(device)
+    headers = [
+        "dims", "patch", "batch", "ours samples/s", "BasicUNet samples/s", "MONAI UNet samples/s",
+        "ours / BasicUNet", "ours / MONAI UNet", f"ours {mem_h}", f"BasicUNet {mem_h}", f"MONAI UNet {mem_h}",
+    ]  # fmt: skip
+    print()
+    print(f"## Training step throughput ({'quick' if args.quick else 'full'} run, {device})")
+    print(f"machine: {common.machine_info(device)}")
+    print(
+        f"widths 2D {features[2]}, 3D {features[3]}; norm {args.norm}; ReLU; no dropout; AdamW; 2 classes, "
+        f"cross-entropy; timing: >= {timing['min_steps']} steps and >= {timing['min_seconds']} s after {timing['warmup']} warm-up"
+    )
+    print()
+    print(common.markdown_table(headers, rows))
+    print()
+    print(f"geometric mean ours / BasicUNet over {len(ratios)} configurations: {common.geometric_mean(ratios):.3f}x")
+    common.emit_result(
+        "train_samples_per_s_geomean_ours_vs_monai_basicunet",
+        common.geometric_mean(ours_all),
+        common.geometric_mean(base_all),
+        "samples/s (geometric mean over configurations)",
+    )
+
+
+if __name__ == "__main__":
+    main()
