@@ -35,3 +35,79 @@ class PointwiseNet(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(x)
+
+
+# --- one trained pipeline workdir (synth -> preprocess -> train -> evaluate [-> export]) -------------------------
+# Built once per test session and shared by test_evaluate.py and test_bundle.py: training and the dynamo
+# ONNX export are the slow parts, and every check on their outputs is read-only.
+
+PIPELINE_CONFIG: dict = {
+    "name": "test-synthetic-2d",
+    "seed": 0,
+    "data": {"root": "data", "spatial_dims": 2, "modality": "other", "in_channels": 1},
+    "preprocess": {"normalization": "zscore", "folds": 3, "fold": 0, "num_workers": 0},
+    "model": {"features": [8, 16], "padding": "valid", "norm": "batch"},
+    "train": {"epochs": 2, "iterations_per_epoch": 6, "batch_size": 4, "patch_size": [32, 32], "lr": 0.01,
+              "augment": {"elastic": False, "rotate": False}},
+    "inference": {"tile_size": [48, 48], "batch_size": 4},
+    "tracking": {"experiment": "test-pipeline", "registered_model_name": "unet-test-pipeline"},
+}  # fmt: skip
+
+_WORKDIRS: dict = {}
+
+
+def _pipeline_env(root):
+    """chdir into the workdir (MLflow puts artifacts under ./mlruns) and point MLflow at its sqlite store."""
+    import pytest
+
+    mp = pytest.MonkeyPatch()
+    mp.chdir(root)
+    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    return mp
+
+
+def pipeline_workdir(tmp_path_factory, export: bool = False):
+    """(Config, workdir) with data/, preprocessed/, checkpoints/, predictions/, reports/ and, with
+    `export`, exported/; built once per session. Callers enter `pipeline_env(root)` while using it."""
+    from pipeline.config import parse_config
+    from pipeline.data.synth import synthesize
+    from pipeline.stages import evaluate, preprocess, train
+
+    if "root" not in _WORKDIRS:
+        root = tmp_path_factory.mktemp("pipeline")
+        cfg = parse_config(PIPELINE_CONFIG)
+        mp = _pipeline_env(root)
+        try:
+            synthesize(root / "data", dims=2, cases=6, seed=0)
+            preprocess.run(cfg)
+            train.run(cfg)
+            evaluate.run(cfg, device="cpu")
+        finally:
+            mp.undo()
+        _WORKDIRS.update(root=root, cfg=cfg)
+    root, cfg = _WORKDIRS["root"], _WORKDIRS["cfg"]
+    if export and not _WORKDIRS.get("exported"):
+        from pipeline.stages import export as export_stage
+
+        mp = _pipeline_env(root)
+        try:
+            export_stage.run(cfg)
+        finally:
+            mp.undo()
+        _WORKDIRS["exported"] = True
+    return cfg, root
+
+
+def pipeline_env(root):
+    """Context for tests that read the workdir: cwd and MLFLOW_TRACKING_URI as the stages saw them."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def ctx():
+        mp = _pipeline_env(root)
+        try:
+            yield
+        finally:
+            mp.undo()
+
+    return ctx()

@@ -110,7 +110,12 @@ def preprocessing_transforms(spec: Mapping[str, Any], keys: Sequence[str] = ("im
 def invert_to_source(chain: Compose, data: Mapping[str, Any], pred: Any, nearest: bool = True):
     """Put `pred` (`(K, *spatial)` on the preprocessed grid of `data["image"]`) back onto the
     source image's grid: exactly its shape and affine. `nearest` for label maps; False for
-    probabilities (linear interpolation)."""
+    probabilities (linear interpolation).
+
+    A chain with nothing to invert (no orientation, resampling or crop) is a valid identity here;
+    MONAI warns about it on every call, so that one warning is silenced."""
+    import warnings
+
     import torch
     from monai.data import MetaTensor
     from monai.transforms import Invertd
@@ -121,4 +126,6 @@ def invert_to_source(chain: Compose, data: Mapping[str, Any], pred: Any, nearest
     wrapped = MetaTensor(tensor, affine=image.affine.clone(), meta=meta)
     d = {"image": image, "pred": wrapped}
     inverter = Invertd(keys="pred", transform=chain, orig_keys="image", nearest_interp=nearest, to_tensor=True)
-    return inverter(d)["pred"]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="inverse has been called but no invertible transforms", category=UserWarning)
+        return inverter(d)["pred"]

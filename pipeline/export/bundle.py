@@ -219,9 +219,11 @@ def inference_config(meta: Mapping[str, Any]) -> dict[str, Any]:
     keep_largest = bool(s.get("keep_largest"))
     tta = bool(s.get("tta"))
     if padding == "same" and not tta:
-        # MONAI's own sliding window, with the window our inference code would use (legal sizes)
-        step = 2**depth
-        roi = [max(step, -(-int(t) // step) * step) for t in s["tile_size"]]
+        # MONAI's own sliding window, with the window pipeline.inference uses on an image at least as
+        # large as the tile (a smaller image: pipeline.inference shrinks the window, MONAI pads)
+        from pipeline.inference.sliding_window import window_size
+
+        roi = list(window_size(s["tile_size"], s["tile_size"], depth))
         inferer: dict[str, Any] = {
             "_target_": "SlidingWindowInferer",
             "roi_size": roi,
@@ -293,7 +295,13 @@ def inference_config(meta: Mapping[str, Any]) -> dict[str, Any]:
         }
     )
     return {
-        "imports": ["$import numpy", "$import torch", "$import pipeline.export.transforms", "$import pipeline.export.bundle_run"],
+        # MONAI binds `import a.b` under the name "a.b", which an expression cannot use: import the names
+        "imports": [
+            "$import numpy",
+            "$import torch",
+            "$from pipeline.inference.predict import preprocessing_chain",
+            "$from pipeline.export.bundle_run import infer_all",
+        ],
         "bundle_root": ".",
         "input_image": "",
         "output_dir": "$@bundle_root + '/eval'",
@@ -302,11 +310,11 @@ def inference_config(meta: Mapping[str, Any]) -> dict[str, Any]:
         "network_def": "$torch.jit.load(@bundle_root + '/" + BUNDLE_TS + "', map_location='cpu')",
         "network": "$@network_def.to(@device)",
         "preprocessing_spec": up["preprocessing"],
-        "preprocessing": "$pipeline.export.transforms.bundle_preprocessing(@preprocessing_spec)",
+        "preprocessing": "$preprocessing_chain(@preprocessing_spec)",
         "dataset": {"_target_": "Dataset", "data": "$[{'image': @input_image}]", "transform": "@preprocessing"},
         "inferer": inferer,
         "postprocessing": {"_target_": "Compose", "transforms": post},
-        "run": ["$pipeline.export.bundle_run.infer_all(@dataset, @network, @inferer, @postprocessing, @device)"],
+        "run": ["$infer_all(@dataset, @network, @inferer, @postprocessing, @device)"],
     }
 
 
@@ -319,17 +327,22 @@ def write_json(path: str | Path, data: Any) -> None:
 def verify_bundle(bundle_dir: str | Path) -> None:
     """`monai.bundle` verify_metadata (against our offline schema) and verify_net_in_out; raise if either fails."""
     import tempfile
+    import warnings
 
     from monai.bundle import verify_metadata, verify_net_in_out
 
     from pipeline.export.schema import write_schema
+    from pipeline.export.torchscript import quiet_jit
 
     bundle_dir = Path(bundle_dir)
     meta, config = bundle_dir / METADATA, bundle_dir / INFERENCE
     with tempfile.TemporaryDirectory() as tmp:
         schema = write_schema(Path(tmp) / "meta_schema.json")
-        verify_metadata(meta_file=str(meta), filepath=str(schema))
-    verify_net_in_out(
-        net_id="network_def", meta_file=str(meta), config_file=str(config), device="cpu",
-        bundle_root=str(bundle_dir),
-    )  # fmt: skip
+        with warnings.catch_warnings():  # the schema is our own file, written just now: nothing to hash-check
+            warnings.filterwarnings("ignore", message="No hash value provided for", category=UserWarning)
+            verify_metadata(meta_file=str(meta), filepath=str(schema))
+    with quiet_jit():  # inference.json loads the network with torch.jit.load
+        verify_net_in_out(
+            net_id="network_def", meta_file=str(meta), config_file=str(config), device="cpu",
+            bundle_root=str(bundle_dir),
+        )  # fmt: skip

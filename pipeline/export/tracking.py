@@ -88,7 +88,7 @@ def log_exported_models(
     import mlflow.onnx
     import onnx
 
-    from pipeline.export.torchscript import load_torchscript
+    from pipeline.export.torchscript import load_torchscript, quiet_jit
 
     dims = (int(model_args["in_channels"]), int(model_args["out_channels"]), int(model_args["spatial_dims"]))
     sig = signature(*dims, input_name, output_name)
@@ -107,8 +107,9 @@ def log_exported_models(
     import mlflow.pytorch
 
     # MLflow's pickle caution does not apply (a ScriptModule is saved by torch.jit.save), nor does
-    # torch.load's note that it dispatched to torch.jit.load when MLflow checks the input example
-    with _quiet("mlflow.pytorch"), warnings.catch_warnings():
+    # torch.load's note that it dispatched to torch.jit.load (nor jit's deprecation notice) when MLflow
+    # checks the input example
+    with _quiet("mlflow.pytorch"), quiet_jit(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*looks like a TorchScript archive", category=UserWarning)
         ts_info = mlflow.pytorch.log_model(
             load_torchscript(ts_path),

@@ -29,7 +29,10 @@ def _paths(image: ImageSource) -> str | list[str]:
         return str(image)
     if isinstance(image, Sequence) and image and all(isinstance(p, (str, Path)) for p in image):
         return [str(p) for p in image] if len(image) > 1 else str(image[0])
-    raise TypeError(f"predict_case needs an image path or a list of per-channel paths, got {image!r}")
+    raise TypeError(
+        f"predict_case needs an image path, a list of per-channel paths or an image read by pipeline.io.read_image, "
+        f"got {type(image).__name__}"
+    )
 
 
 def load_source_image(image: ImageSource) -> Any:
@@ -39,11 +42,35 @@ def load_source_image(image: ImageSource) -> Any:
     return read_image(_paths(image))
 
 
-def preprocess(image: ImageSource, spec: dict[str, Any]) -> tuple[Any, Any]:
-    """(preprocessed MetaTensor carrying its applied operations, the chain that made it)."""
+def preprocessing_chain(spec: dict[str, Any], loaded: bool = False) -> Any:
+    """The spec's invertible chain for the image alone (`pipeline.data.preprocessing_transforms`).
+
+    `loaded=False`: the chain starts from a path (its `LoadImaged` reads with pipeline.io's
+    SimpleITK reader) -- what the MONAI bundle's `inference.json` runs. `loaded=True`: the same chain
+    without the loader, for an image already read by `pipeline.io.read_image` (same array, same
+    meta), so the evaluate stage and the predictor read each file once.
+    """
+    from monai.transforms import Compose, LoadImaged
+
     from pipeline.data.transforms import preprocessing_transforms
 
-    transform = preprocessing_transforms(spec, keys=("image",))
+    chain = preprocessing_transforms(spec, keys=("image",))
+    if not loaded:
+        return chain
+    return Compose([t for t in chain.transforms if not isinstance(t, LoadImaged)])
+
+
+def preprocess(image: ImageSource, spec: dict[str, Any]) -> tuple[Any, Any]:
+    """(preprocessed MetaTensor carrying its applied operations, the chain that made it).
+
+    `image` is a path, a list of per-channel paths, or a MetaTensor from `pipeline.io.read_image`.
+    """
+    from monai.data import MetaTensor
+
+    if isinstance(image, MetaTensor):
+        transform = preprocessing_chain(spec, loaded=True)
+        return transform({"image": image.clone()})["image"], transform
+    transform = preprocessing_chain(spec)
     return transform({"image": _paths(image)})["image"], transform
 
 
@@ -57,7 +84,8 @@ def predict_case(
 ) -> tuple[Any, Any]:
     """(mask MetaTensor uint8 (1, *source spatial), probabilities MetaTensor float32 (K, *source spatial)).
 
-    `image` is the raw file (or per-channel files); `spec` the manifest's preprocessing spec.
+    `image` is the raw file (or per-channel files), or that image as read by `pipeline.io.read_image`;
+    `spec` the manifest's preprocessing spec.
     Both outputs carry the affine the source file was read with, and its shape; the inverted
     geometry is checked against it. `net` is any (B, C, *spatial) -> (B, K, *spatial') callable;
     a torch module must already be in eval mode.
@@ -79,7 +107,7 @@ def predict_case(
     src_shape = tuple(int(n) for n in np.asarray(x.meta["spatial_shape"]).reshape(-1))
     if tuple(prob.shape[1:]) != src_shape or not torch.allclose(inverted_affine, source_affine, atol=1e-4):
         raise RuntimeError(
-            f"{_paths(image)}: inverting the preprocessing gave shape {tuple(prob.shape[1:])}, affine "
+            f"{x.meta.get('filename_or_obj') or 'image'}: inverting the preprocessing gave shape {tuple(prob.shape[1:])}, affine "
             f"{inverted_affine.tolist()}; the source image has {src_shape}, {source_affine.tolist()}"
         )
     num_classes = prob.shape[0]

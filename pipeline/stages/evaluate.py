@@ -116,7 +116,7 @@ def run(cfg: Config, checkpoint: str | Path | None = None, device: str | None = 
             images = [_resolve(p, pre_dir, "source image", cid) for p in case["source_images"]]
             label_path = _resolve(case["source_label"], pre_dir, "source label", cid)
             source = load_source_image(images)
-            mask, _ = predict_case(images, net, spec, settings)
+            mask, _ = predict_case(source, net, spec, settings)  # the predictor's path: a read image in
             write_image(mask, source, pred_dir / f"{cid}.nii.gz")
             label = load_source_image([label_path])
             if tuple(label.shape[1:]) != tuple(source.shape[1:]):
