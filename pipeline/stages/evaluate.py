@@ -24,22 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import Config
+from pipeline.data.manifest import load_manifest
 
 FIGURES = "figures"
-
-
-def _read_manifest(pre_dir: Path) -> dict[str, Any]:
-    path = pre_dir / "manifest.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: run the preprocess stage first")
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path} is not valid JSON: {exc}") from None
-    for key in ("labels", "preprocessing", "splits", "cases"):
-        if key not in manifest:
-            raise ValueError(f"{path} has no {key!r} entry; re-run the preprocess stage")
-    return manifest
 
 
 def _resolve(path: str, pre_dir: Path, what: str, case_id: str) -> Path:
@@ -85,7 +72,7 @@ def run(cfg: Config, checkpoint: str | Path | None = None, device: str | None = 
     from pipeline.io import atomic_dir, write_image, write_text_atomic
 
     pre_dir = Path(cfg.preprocess.output_dir)
-    manifest = _read_manifest(pre_dir)
+    manifest = load_manifest(pre_dir)
     class_names = list(manifest["labels"])
     num_classes = len(class_names)
     spatial_dims = int(manifest.get("spatial_dims", cfg.data.spatial_dims))

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import Config
+from pipeline.data.manifest import load_manifest
 
 BUNDLE_README = """# {name} (unet-pipeline export, version {version})
 
@@ -42,15 +43,6 @@ Or through MONAI (NIfTI in, NIfTI mask out, written to OUT/<name>_seg.nii.gz):
 
 Both need the `unet-pipeline` package installed (preprocessing{inferer_note}).
 """
-
-
-def _read_json(path: Path, what: str) -> dict[str, Any]:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: {what}")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path} is not valid JSON: {exc}") from None
 
 
 def _held_out_case(manifest: dict[str, Any], pre_dir: Path) -> tuple[str, Any]:
@@ -158,10 +150,7 @@ def run(cfg: Config, checkpoint: str | Path | None = None, log_mlflow: bool = Tr
     from pipeline.tracking import active_pipeline_run
 
     pre_dir = Path(cfg.preprocess.output_dir)
-    manifest = _read_json(pre_dir / "manifest.json", "run the preprocess stage first")
-    for key in ("labels", "preprocessing"):
-        if key not in manifest:
-            raise ValueError(f"{pre_dir / 'manifest.json'} has no {key!r} entry; re-run the preprocess stage")
+    manifest = load_manifest(pre_dir, required=("labels", "preprocessing"))
     ckpt_path = Path(checkpoint) if checkpoint is not None else Path(cfg.train.output_dir) / "best.pt"
     if not ckpt_path.is_file():
         raise FileNotFoundError(f"{ckpt_path} not found: run the train stage first")
