@@ -1,0 +1,329 @@
+"""`unet-pipeline data import SRC`: a real dataset -> the canonical `data/` layout, then `dvc add`.
+
+Three source layouts (docs/ARCHITECTURE.md for the target):
+- `msd`: Medical Segmentation Decathlon / nnU-Net (`dataset.json`, `imagesTr/`, `labelsTr/`,
+  `_0000` channel suffixes); labels come from `dataset.json`, label values are class indices.
+- `pairs`: `images/` + `labels/` with matching file names (PNG, TIFF, NIfTI, NRRD, MHA, ...);
+  raw mask values are mapped to class indices by `--labels NAME=RAW,...` (class-index order) or a
+  `dataset.json` beside them, never guessed.
+- `stack`: a multi-page TIFF of images and one of labels (the ISBI 2012 form); each page a 2D case.
+
+Nothing is written until every case is read and mapped; the output appears atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.data.canonical import DATASET_JSON, FILE_ENDING, build_dataset_json, dumps, image_relpath, label_relpath
+from pipeline.data.errors import DatasetError
+
+LAYOUTS = ("msd", "pairs", "stack")
+_TIFF = (".tif", ".tiff")
+
+
+@dataclass(frozen=True)
+class LabelSpec:
+    """Class names in index order and the raw mask value each comes from."""
+
+    names: list[str]
+    raw_to_class: dict[int, int]
+
+    @property
+    def mapping_record(self) -> dict[str, int]:
+        """What dataset.json records as `label_mapping` (JSON keys are strings)."""
+        return {str(raw): cls for raw, cls in sorted(self.raw_to_class.items())}
+
+
+def parse_labels(text: str) -> LabelSpec:
+    """`cell=255,membrane=0` -> names [cell, membrane], raw 255 -> 0, raw 0 -> 1."""
+    names: list[str] = []
+    raw_to_class: dict[int, int] = {}
+    for i, item in enumerate(p.strip() for p in text.split(",") if p.strip()):
+        name, sep, raw = item.partition("=")
+        if not sep or not name.strip() or not re.fullmatch(r"-?\d+", raw.strip()):
+            raise DatasetError([f"--labels: {item!r} is not NAME=RAW_VALUE (e.g. cell=255,membrane=0)"])
+        value = int(raw)
+        if name.strip() in names:
+            raise DatasetError([f"--labels: class name {name.strip()!r} given twice"])
+        if value in raw_to_class:
+            raise DatasetError([f"--labels: raw value {value} given for two classes"])
+        names.append(name.strip())
+        raw_to_class[value] = i
+    if len(names) < 2:
+        raise DatasetError([f"--labels {text!r}: needs at least two classes (background and one more)"])
+    return LabelSpec(names, raw_to_class)
+
+
+def detect_layout(src: Path) -> str:
+    """The layout of `src`, or an error saying what was looked for."""
+    if src.is_dir() and (src / DATASET_JSON).is_file() and (src / "imagesTr").is_dir():
+        return "msd"
+    if src.is_dir() and (src / "images").is_dir() and (src / "labels").is_dir():
+        return "pairs"
+    if _stack_files(src, strict=False) is not None:
+        return "stack"
+    raise DatasetError(
+        [
+            f"{src}: cannot tell the layout; expected dataset.json + imagesTr/ + labelsTr/ (msd), "
+            "images/ + labels/ (pairs) or two multi-page TIFFs of images and labels (stack); pass --layout"
+        ]
+    )
+
+
+# ------------------------------------------------------------------------------------ sources
+
+
+@dataclass
+class SourceCase:
+    """One case to import: per-channel image sources and its label source."""
+
+    id: str
+    images: list[Any]  # paths, or in-memory MetaTensors for TIFF pages
+    label: Any
+    copy_as_is: bool = False  # NIfTI files whose values need no mapping: copy the bytes
+
+
+def _strip_ending(name: str) -> str:
+    for ending in (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".png", ".tiff", ".tif"):
+        if name.lower().endswith(ending):
+            return name[: -len(ending)]
+    return Path(name).stem
+
+
+def _msd_labels(meta: dict[str, Any], path: Path) -> list[str]:
+    """MSD (`{"0": "background"}`) or nnU-Net v2 (`{"background": 0}`) labels -> names by index."""
+    labels = meta.get("labels")
+    if not isinstance(labels, dict) or not labels:
+        raise DatasetError([f"{path}: no 'labels' mapping"])
+    if all(re.fullmatch(r"\d+", str(k)) for k in labels):
+        pairs = {int(k): str(v) for k, v in labels.items()}
+    elif all(isinstance(v, int) for v in labels.values()):
+        pairs = {int(v): str(k) for k, v in labels.items()}
+    else:
+        raise DatasetError([f"{path}: 'labels' must map indices to names (MSD) or names to integer indices (nnU-Net v2), got {labels}"])
+    if sorted(pairs) != list(range(len(pairs))):
+        raise DatasetError([f"{path}: label indices {sorted(pairs)} are not contiguous 0..{len(pairs) - 1}"])
+    return [pairs[i] for i in range(len(pairs))]
+
+
+def _msd_cases(src: Path, meta: dict[str, Any]) -> list[SourceCase]:
+    channels = meta.get("channel_names") or meta.get("modality") or {"0": "image"}
+    n_ch = len(channels)
+    ending = meta.get("file_ending", FILE_ENDING)
+    cases = []
+    if meta.get("training"):  # MSD: explicit list, one (possibly 4D) file per case
+        for entry in meta["training"]:
+            image = src / str(entry["image"]).removeprefix("./")
+            label = src / str(entry["label"]).removeprefix("./")
+            cid = _strip_ending(image.name)
+            # nnU-Net v1 style lists `imagesTr/x.nii.gz` while the files are x_0000.nii.gz, ...
+            if not image.exists() and (image.parent / f"{cid}_0000{ending}").exists():
+                images = [image.parent / f"{cid}_{c:04d}{ending}" for c in range(n_ch)]
+            else:
+                images = [image]
+            cases.append(SourceCase(cid, images, label))
+    else:  # nnU-Net v2: files named <id>_<XXXX><ending>
+        ids = sorted({re.sub(r"_\d{4}$", "", _strip_ending(p.name)) for p in (src / "imagesTr").glob(f"*{ending}")
+                      if not p.name.startswith(".")})  # fmt: skip
+        for cid in ids:
+            images = [src / "imagesTr" / f"{cid}_{c:04d}{ending}" for c in range(n_ch)]
+            cases.append(SourceCase(cid, images, src / "labelsTr" / f"{cid}{ending}"))
+    for case in cases:
+        case.copy_as_is = all(str(p).endswith(FILE_ENDING) for p in [*case.images, case.label])
+    return cases
+
+
+def _pairs_cases(src: Path) -> list[SourceCase]:
+    def index(folder: Path) -> dict[str, Path]:
+        return {_strip_ending(p.name): p for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".")}
+
+    images, labels = index(src / "images"), index(src / "labels")
+    problems = [f"{src / 'images'}: {images[k].name} has no label in {src / 'labels'}" for k in sorted(set(images) - set(labels))]
+    problems += [f"{src / 'labels'}: {labels[k].name} has no image in {src / 'images'}" for k in sorted(set(labels) - set(images))]
+    if problems:
+        raise DatasetError(problems)
+    return [SourceCase(k, [images[k]], labels[k]) for k in sorted(images)]
+
+
+def _stack_files(src: Path, strict: bool = True) -> tuple[Path, Path] | None:
+    """(image stack, label stack): the TIFFs in `src` whose names say image/volume and label."""
+    tiffs = sorted(p for p in src.iterdir() if p.suffix.lower() in _TIFF) if src.is_dir() else []
+    labels = [p for p in tiffs if "label" in p.name.lower()]
+    images = [p for p in tiffs if p not in labels]
+    if len(labels) == 1 and len(images) == 1:
+        return images[0], labels[0]
+    if strict:
+        raise DatasetError([f"{src}: a stack dataset holds one multi-page TIFF of images and one whose name contains 'label'; found {[p.name for p in tiffs]}"])
+    return None
+
+
+def _stack_cases(src: Path) -> list[SourceCase]:
+    from pipeline.io import read_tiff_stack
+
+    image_path, label_path = _stack_files(src)
+    images, labels = read_tiff_stack(image_path), read_tiff_stack(label_path)
+    if len(images) != len(labels):
+        raise DatasetError([f"{label_path}: {len(labels)} pages, but {image_path} has {len(images)}"])
+    width = max(2, len(str(len(images) - 1)))
+    return [SourceCase(f"slice_{i:0{width}d}", [img], lab) for i, (img, lab) in enumerate(zip(images, labels))]
+
+
+# ------------------------------------------------------------------------------------ import
+
+
+def _read(source: Any) -> Any:
+    from pipeline.io import read_image
+
+    return source if hasattr(source, "affine") else read_image(source)
+
+
+def _map_label(label: Any, spec: LabelSpec | None, where: str, n_classes: int) -> np.ndarray:
+    """Raw mask values -> class indices (uint8); unmapped values are an error listing them."""
+    arr = np.asarray(label)
+    values = np.unique(arr)
+    if spec is None:
+        outside = [v for v in values.tolist() if v not in range(n_classes)]
+        if outside:
+            raise DatasetError([f"{where}: label values {outside} are not class indices 0..{n_classes - 1}"])
+        return arr.astype(np.uint8)
+    unmapped = sorted(set(values.tolist()) - set(spec.raw_to_class))
+    if unmapped:
+        raise DatasetError(
+            [f"{where}: mask values {unmapped} are not mapped by --labels (found values {values.tolist()}; "
+             f"mapped: {spec.mapping_record})"]  # fmt: skip
+        )
+    lut = np.zeros(int(values.max()) - int(values.min()) + 1, np.uint8)
+    for raw, cls in spec.raw_to_class.items():
+        if values.min() <= raw <= values.max():
+            lut[raw - int(values.min())] = cls
+    return lut[arr.astype(np.int64) - int(values.min())]
+
+
+def _found_values(cases: list[SourceCase]) -> list[int]:
+    found: set[int] = set()
+    for case in cases:
+        found.update(np.unique(np.asarray(_read(case.label))).tolist())
+    return sorted(found)
+
+
+def _write_case(case: SourceCase, out: Path, spec: LabelSpec | None, n_classes: int) -> None:
+    from pipeline.io import write_image
+
+    if case.copy_as_is and spec is None:
+        for c, path in enumerate(case.images):
+            shutil.copyfile(path, out / image_relpath(case.id, c))
+        shutil.copyfile(case.label, out / label_relpath(case.id))
+        return
+    images = [_read(p) for p in case.images]
+    label = _read(case.label)
+    where = str(case.label) if not hasattr(case.label, "affine") else f"{case.id} (label page)"
+    for c, image in enumerate(images):
+        write_image(image, image, out / image_relpath(case.id, c))
+    mapped = _map_label(label, spec, where, n_classes)
+    write_image(mapped, label, out / label_relpath(case.id))
+
+
+def _dvc_add(out: Path) -> str:
+    """Re-run `dvc add` when `out` lies in a DVC repo; returns what happened, for the summary."""
+    repo = next((p for p in [out.resolve().parent, *out.resolve().parents] if (p / ".dvc").is_dir()), None)
+    if repo is None:
+        return "not in a DVC repo: no `dvc add`"
+    dvc = shutil.which("dvc")
+    if dvc is None:
+        return "dvc not found on PATH: run `dvc add` yourself"
+    proc = subprocess.run([dvc, "add", str(out.resolve().relative_to(repo))], cwd=repo, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"`dvc add {out}` failed: {proc.stderr.strip() or proc.stdout.strip()}")
+    return f"`dvc add {out}` done"
+
+
+def import_dataset(src: str | Path, out: str | Path = "data", layout: str | None = None, labels: str | None = None) -> dict[str, Any]:
+    """Convert `src` into the canonical layout at `out`; returns the written dataset.json."""
+    from tqdm import tqdm
+
+    from pipeline.io import atomic_dir, write_text_atomic
+
+    src, out = Path(src), Path(out)
+    if not src.exists():
+        raise DatasetError([f"{src}: no such file or folder"])
+    layout = layout or detect_layout(src)
+    if layout not in LAYOUTS:
+        raise DatasetError([f"--layout {layout!r}: use one of {', '.join(LAYOUTS)}"])
+    spec = parse_labels(labels) if labels else None
+    meta: dict[str, Any] = {}
+    if layout == "msd":
+        meta = json.loads((src / DATASET_JSON).read_text())
+        cases = _msd_cases(src, meta)
+        names = spec.names if spec else _msd_labels(meta, src / DATASET_JSON)
+    else:
+        cases = _pairs_cases(src) if layout == "pairs" else _stack_cases(src)
+        if spec is None and (src / DATASET_JSON).is_file():
+            names = _msd_labels(json.loads((src / DATASET_JSON).read_text()), src / DATASET_JSON)
+        elif spec is None:
+            raise DatasetError(
+                [f"{src}: the masks hold raw values {_found_values(cases)} and nothing maps them to classes; pass "
+                 "--labels NAME=RAW,... in class-index order (e.g. --labels background=0,object=255)"]  # fmt: skip
+            )
+        else:
+            names = spec.names
+    if not cases:
+        raise DatasetError([f"{src}: no cases found ({layout} layout)"])
+    missing = [str(p) for c in cases for p in [*c.images, c.label] if isinstance(p, Path) and not p.exists()]
+    if missing:
+        raise DatasetError([f"{p}: listed but missing" for p in missing])
+
+    first = _read(cases[0].images[0])
+    dims = first.ndim - 1
+    modality = _modality(meta)
+    with atomic_dir(out) as tmp:
+        (tmp / "imagesTr").mkdir()
+        (tmp / "labelsTr").mkdir()
+        for case in tqdm(cases, desc=f"import ({layout})", unit="case"):
+            _write_case(case, tmp, spec, len(names))
+        dataset = build_dataset_json(
+            name=str(meta.get("name") or src.name),
+            description=str(meta.get("description") or f"imported from {src}"),
+            spatial_dims=dims,
+            modality=modality,
+            channel_names={str(c): f"channel {c}" for c in range(len(cases[0].images))} if not meta else
+            {str(k): str(v) for k, v in (meta.get("channel_names") or meta.get("modality") or {"0": "image"}).items()},
+            labels=names,
+            label_mapping=spec.mapping_record if spec else None,
+            source=f"unet-pipeline data import {src} --layout {layout}" + (f" --labels {labels}" if labels else ""),
+            case_ids=[c.id for c in cases],
+        )  # fmt: skip
+        write_text_atomic(tmp / DATASET_JSON, dumps(dataset))
+    return dataset
+
+
+def _modality(meta: dict[str, Any]) -> str:
+    """ct / mr from the MSD modality or nnU-Net channel names; anything else is 'other'."""
+    text = " ".join(str(v) for v in (meta.get("channel_names") or meta.get("modality") or {}).values()).lower()
+    if "ct" in text.split():
+        return "ct"
+    if "mr" in text or "t1" in text or "t2" in text or "flair" in text:
+        return "mr"
+    return "other"
+
+
+def main(args: argparse.Namespace) -> None:
+    """CLI: `unet-pipeline data import SRC [--layout msd|pairs|stack] [--labels NAME=RAW,...] [--out data]`."""
+    dataset = import_dataset(args.src, args.out, args.layout, args.labels)
+    dvc_note = _dvc_add(Path(args.out))
+    print(
+        f"imported {dataset['numTraining']} {dataset['spatial_dims']}D cases from {args.src} into {args.out}/ "
+        f"(labels: {', '.join(f'{i}={n}' for i, n in enumerate(dataset['labels']))}"
+        + (f"; raw->class {dataset['label_mapping']}" if dataset["label_mapping"] else "")
+        + f"); {dvc_note}"
+    )
+
