@@ -33,11 +33,12 @@ def check_nifti_complete(path: Path) -> None:
     import nibabel as nib
 
     try:
-        header = nib.load(str(path)).header  # reads the header only
+        proxy = nib.load(str(path)).dataobj  # reads the header only
     except Exception as exc:  # nibabel raises several types for a bad header
         raise ImageReadError(f"{path}: not a readable NIfTI file ({exc})") from None
-    n_voxels = int(np.prod(header.get_data_shape(), dtype=np.int64))
-    expected = int(header.get_data_offset()) + n_voxels * header.get_data_dtype().itemsize
+    # the proxy's offset is the file's vox_offset (the image's .header copy resets it to 0)
+    n_voxels = int(np.prod(proxy.shape, dtype=np.int64))
+    expected = int(proxy.offset) + n_voxels * np.dtype(proxy.dtype).itemsize
     if full_suffix(path).endswith(".gz"):
         got = 0
         try:
