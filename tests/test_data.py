@@ -1,0 +1,153 @@
+"""The embedded default (`data synth`) and `data import` of the three source layouts."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from pipeline.cli import main as cli
+from pipeline.data.canonical import load_dataset
+from pipeline.io import read_image
+
+
+def _digest(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("dims,cases", [(2, 6), (3, 2)])
+def test_synth_is_byte_for_byte_reproducible(tmp_path: Path, dims: int, cases: int) -> None:
+    for name in ("a", "b"):
+        assert cli(["data", "synth", "--dims", str(dims), "--cases", str(cases), "--out", str(tmp_path / name)]) == 0
+    a, b = _digest(tmp_path / "a"), _digest(tmp_path / "b")
+    assert a == b and len(a) == 2 * cases + 1
+    info = load_dataset(tmp_path / "a")
+    assert info.labels == ["background", "round", "angular"] and info.spatial_dims == dims
+    label = read_image(info.cases[0].label).numpy()
+    assert set(np.unique(label)) <= {0, 1, 2} and (label > 0).any()
+
+
+def test_synth_default_matches_committed_data_dvc(tmp_path: Path, repo_root: Path) -> None:
+    """The committed data.dvc records the md5 of the default `data synth` output (DVC's dir hash)."""
+    import yaml
+
+    out = tmp_path / "data"
+    assert cli(["data", "synth", "--out", str(out)]) == 0
+    entries = sorted(
+        ({"md5": hashlib.md5(p.read_bytes()).hexdigest(), "relpath": p.relative_to(out).as_posix()}
+         for p in out.rglob("*") if p.is_file()),
+        key=lambda e: e["relpath"],
+    )  # fmt: skip
+    # DVC's .dir hash: md5 of the JSON list of {md5, relpath}, sorted by relpath
+    dir_md5 = hashlib.md5(json.dumps(entries, sort_keys=True).encode()).hexdigest() + ".dir"
+    committed = yaml.safe_load((repo_root / "data.dvc").read_text())["outs"][0]
+    assert committed["nfiles"] == len(entries)
+    assert committed["md5"] == dir_md5
+
+
+def _msd_tree(root: Path, n_cases: int = 3, channels: int = 2) -> Path:
+    """A small nnU-Net-v1/MSD-style tree: dataset.json listing cases, 2-channel `_0000/_0001` images."""
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    rng = np.random.default_rng(0)
+    affine = np.diag([0.9, 0.9, 2.0, 1.0])
+    training = []
+    for i in range(n_cases):
+        cid = f"case_{i:03d}"
+        label = np.zeros((12, 10, 6), np.uint8)
+        label[3:7, 2:6, 1:4] = 1
+        label[8:11, 6:9, 2:5] = 2
+        for c in range(channels):
+            nib.save(nib.Nifti1Image(rng.normal(size=label.shape).astype(np.float32), affine), root / "imagesTr" / f"{cid}_{c:04d}.nii.gz")
+        nib.save(nib.Nifti1Image(label, affine), root / "labelsTr" / f"{cid}.nii.gz")
+        training.append({"image": f"./imagesTr/{cid}.nii.gz", "label": f"./labelsTr/{cid}.nii.gz"})
+    meta = {"name": "Tiny", "modality": {"0": "T1", "1": "T2"}, "labels": {"0": "background", "1": "a", "2": "b"},
+            "numTraining": n_cases, "training": training}  # fmt: skip
+    (root / "dataset.json").write_text(json.dumps(meta))
+    return root
+
+
+def test_import_msd_multichannel(tmp_path: Path) -> None:
+    src = _msd_tree(tmp_path / "src")
+    assert cli(["data", "import", str(src), "--out", str(tmp_path / "data")]) == 0  # layout detected
+    info = load_dataset(tmp_path / "data")
+    assert info.labels == ["background", "a", "b"] and info.spatial_dims == 3 and info.modality == "mr"
+    assert len(info.cases) == 3 and all(len(c.images) == 2 for c in info.cases)
+    image = read_image(list(info.cases[0].images))
+    assert tuple(image.shape) == (2, 12, 10, 6)
+    np.testing.assert_allclose(np.linalg.norm(image.affine.numpy()[:3, :3], axis=0), [0.9, 0.9, 2.0], atol=1e-6)
+    assert info.meta["label_mapping"] is None
+
+
+def _pairs_tree(root: Path, n: int = 3) -> Path:
+    from PIL import Image
+
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    for i in range(n):
+        img = (np.arange(24 * 20).reshape(24, 20) % 200 + i).astype(np.uint8)
+        mask = np.full((24, 20), 255, np.uint8)
+        mask[:, 9:11] = 0  # a membrane line
+        Image.fromarray(img).save(root / "images" / f"slice_{i:02d}.png")
+        Image.fromarray(mask).save(root / "labels" / f"slice_{i:02d}.png")
+    return root
+
+
+def test_import_pairs_maps_raw_values_through_labels(tmp_path: Path) -> None:
+    src = _pairs_tree(tmp_path / "src")
+    out = tmp_path / "data"
+    assert cli(["data", "import", str(src), "--labels", "cell=255,membrane=0", "--out", str(out)]) == 0
+    info = load_dataset(out)
+    assert info.labels == ["cell", "membrane"] and info.spatial_dims == 2
+    assert info.meta["label_mapping"] == {"0": 1, "255": 0}
+    label = read_image(info.cases[0].label).numpy()[0]  # (x, y)
+    assert label.shape == (20, 24)
+    assert set(np.unique(label)) == {0, 1} and (label[9:11] == 1).all() and (label[:9] == 0).all()
+
+
+def test_import_pairs_without_mapping_lists_the_values(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = _pairs_tree(tmp_path / "src")
+    assert cli(["data", "import", str(src), "--out", str(tmp_path / "data")]) == 2
+    err = capsys.readouterr().err
+    assert "[0, 255]" in err and "--labels" in err
+    assert not (tmp_path / "data").exists()
+
+
+def test_import_pairs_with_an_unmapped_value_names_file_and_values(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = _pairs_tree(tmp_path / "src")
+    assert cli(["data", "import", str(src), "--labels", "cell=255,membrane=1", "--out", str(tmp_path / "data")]) == 2
+    err = capsys.readouterr().err
+    assert "slice_00.png" in err and "[0]" in err
+    assert not (tmp_path / "data").exists()
+
+
+def test_import_tiff_stack(tmp_path: Path) -> None:
+    import tifffile
+
+    src = tmp_path / "src"
+    src.mkdir()
+    pages = np.stack([np.full((16, 12), 40 * k, np.uint8) for k in range(3)])
+    masks = np.where(np.arange(12) < 6, 255, 0).astype(np.uint8)[None, None].repeat(16, 1).repeat(3, 0)
+    tifffile.imwrite(src / "train-volume.tif", pages, photometric="minisblack")
+    tifffile.imwrite(src / "train-labels.tif", masks, photometric="minisblack")
+    out = tmp_path / "data"
+    assert cli(["data", "import", str(src), "--labels", "cell=255,membrane=0", "--out", str(out)]) == 0
+    info = load_dataset(out)
+    assert [c.id for c in info.cases] == ["slice_00", "slice_01", "slice_02"]
+    assert read_image(info.cases[2].images[0]).numpy().max() == 80
+    assert sitk.ReadImage(str(info.cases[0].label)).GetSize() == (12, 16)
+
+
+def test_import_replaces_data_atomically_and_keeps_it_on_failure(tmp_path: Path) -> None:
+    out = tmp_path / "data"
+    assert cli(["data", "synth", "--cases", "2", "--out", str(out)]) == 0
+    before = _digest(out)
+    src = _pairs_tree(tmp_path / "src")
+    (src / "labels" / "slice_01.png").write_bytes(b"\x89PNG truncated")
+    assert cli(["data", "import", str(src), "--labels", "cell=255,membrane=0", "--out", str(out)]) == 2
+    assert _digest(out) == before
