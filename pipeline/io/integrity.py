@@ -51,6 +51,11 @@ def check_nifti_complete(path: Path) -> None:
         got = path.stat().st_size
     if got < expected:
         raise ImageReadError(f"{path}: truncated file: {got} bytes of the {expected} its header declares")
+    if np.dtype(proxy.dtype).kind == "f":
+        # SimpleITK 2.5 reads NaN voxels of a NIfTI file as 0: look at the raw values ourselves
+        bad = int(np.count_nonzero(~np.isfinite(np.asarray(proxy.get_unscaled()))))
+        if bad:
+            raise ImageReadError(f"{path}: {bad} NaN/Inf voxel(s)")
 
 
 def check_tiff_complete(path: Path, n_pixels: int) -> None:
