@@ -141,25 +141,30 @@ def _break_geometry(data: Path) -> str:
     return r"synth_002\.nii\.gz.*geometry"
 
 
-def _break_label_values(data: Path) -> str:
-    path = data / "labelsTr" / "synth_000.nii.gz"
+def _rewrite(path: Path, edit: Callable[[np.ndarray], np.ndarray]) -> None:
+    """Rewrite an image file's voxels through `edit`, keeping its geometry."""
     im = sitk.ReadImage(str(path))
-    arr = sitk.GetArrayFromImage(im)
-    arr[0, 0] = 7
-    out = sitk.GetImageFromArray(arr)
+    out = sitk.GetImageFromArray(edit(sitk.GetArrayFromImage(im)))
     out.CopyInformation(im)
     sitk.WriteImage(out, str(path))
+
+
+def _set_voxel(value: float, dtype: type | None = None) -> Callable[[np.ndarray], np.ndarray]:
+    def edit(arr: np.ndarray) -> np.ndarray:
+        arr = arr.astype(dtype) if dtype else arr.copy()
+        arr[10, 10] = value
+        return arr
+
+    return edit
+
+
+def _break_label_values(data: Path) -> str:
+    _rewrite(data / "labelsTr" / "synth_000.nii.gz", _set_voxel(7))
     return r"synth_000\.nii\.gz.*label values \[7\] are outside the declared set \[0, 1, 2\]"
 
 
 def _break_nan(data: Path) -> str:
-    path = data / "imagesTr" / "synth_003_0000.nii.gz"
-    im = sitk.ReadImage(str(path))
-    arr = sitk.GetArrayFromImage(im).astype(np.float32)
-    arr[10, 10] = np.nan
-    out = sitk.GetImageFromArray(arr)
-    out.CopyInformation(im)
-    sitk.WriteImage(out, str(path))
+    _rewrite(data / "imagesTr" / "synth_003_0000.nii.gz", _set_voxel(np.nan, np.float32))
     return r"synth_003_0000\.nii\.gz.*1 NaN/Inf voxel"
 
 
