@@ -151,3 +151,94 @@ def test_import_replaces_data_atomically_and_keeps_it_on_failure(tmp_path: Path)
     (src / "labels" / "slice_01.png").write_bytes(b"\x89PNG truncated")
     assert cli(["data", "import", str(src), "--labels", "cell=255,membrane=0", "--out", str(out)]) == 2
     assert _digest(out) == before
+
+
+def test_import_nnunet_v2_layout(tmp_path: Path) -> None:
+    """nnU-Net v2 dataset.json: labels name -> index, channel_names, no training list."""
+    src = tmp_path / "Dataset001_Tiny"
+    (src / "imagesTr").mkdir(parents=True)
+    (src / "labelsTr").mkdir()
+    affine = np.diag([-1.5, 0.7, 0.7, 1.0])
+    for cid in ("b_case", "a_case"):
+        label = np.zeros((8, 9, 10), np.uint8)
+        label[2:5, 3:6, 4:8] = 1
+        nib.save(nib.Nifti1Image(label.astype(np.float32) * 100, affine), src / "imagesTr" / f"{cid}_0000.nii.gz")
+        nib.save(nib.Nifti1Image(label, affine), src / "labelsTr" / f"{cid}.nii.gz")
+    meta = {"channel_names": {"0": "CT"}, "labels": {"background": 0, "tumour": 1}, "numTraining": 2, "file_ending": ".nii.gz"}
+    (src / "dataset.json").write_text(json.dumps(meta))
+    out = tmp_path / "data"
+    assert cli(["data", "import", str(src), "--out", str(out)]) == 0
+    info = load_dataset(out)
+    assert [c.id for c in info.cases] == ["a_case", "b_case"] and info.labels == ["background", "tumour"]
+    assert info.modality == "ct" and info.meta["channel_names"] == {"0": "CT"}
+    image = read_image(info.cases[0].images[0])
+    np.testing.assert_allclose(image.affine.numpy(), affine, atol=1e-6)
+    assert image.numpy().max() == 100
+
+
+def test_import_msd_4d_multimodal_splits_channels(tmp_path: Path) -> None:
+    """MSD proper (e.g. BraTS): one 4D NIfTI per case, channels last -> `_0000`, `_0001` files."""
+    src = tmp_path / "Task01"
+    (src / "imagesTr").mkdir(parents=True)
+    (src / "labelsTr").mkdir()
+    affine = np.array([[0, -1.2, 0, 5], [0.8, 0, 0, -3], [0, 0, 2.5, 1], [0, 0, 0, 1]])
+    volume = np.arange(6 * 5 * 4 * 2, dtype=np.float32).reshape(6, 5, 4, 2)
+    nib.save(nib.Nifti1Image(volume, affine), src / "imagesTr" / "brain_001.nii.gz")
+    nib.save(nib.Nifti1Image(np.ones((6, 5, 4), np.uint8), affine), src / "labelsTr" / "brain_001.nii.gz")
+    meta = {"name": "Four", "modality": {"0": "FLAIR", "1": "T1w"}, "labels": {"0": "background", "1": "edema"},
+            "training": [{"image": "./imagesTr/brain_001.nii.gz", "label": "./labelsTr/brain_001.nii.gz"}]}  # fmt: skip
+    (src / "dataset.json").write_text(json.dumps(meta))
+    out = tmp_path / "data"
+    assert cli(["data", "import", str(src), "--out", str(out)]) == 0
+    info = load_dataset(out)
+    assert info.spatial_dims == 3 and info.modality == "mr" and len(info.cases[0].images) == 2
+    image = read_image(list(info.cases[0].images))
+    assert tuple(image.shape) == (2, 6, 5, 4)
+    np.testing.assert_array_equal(image.numpy(), np.moveaxis(volume, -1, 0))
+    np.testing.assert_allclose(image.affine.numpy(), affine, atol=1e-5)
+
+
+def test_summary_line_and_undetectable_layout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = _pairs_tree(tmp_path / "src", n=2)
+    assert cli(["data", "import", str(src), "--labels", "cell=255,membrane=0", "--out", str(tmp_path / "data")]) == 0
+    out = capsys.readouterr().out.strip().splitlines()[-1]
+    assert out.startswith("imported 2 2D cases (pairs layout, 1 channel(s))") and "0=cell, 1=membrane" in out
+    assert "not in a DVC repo" in out
+    (tmp_path / "empty").mkdir()
+    assert cli(["data", "import", str(tmp_path / "empty"), "--out", str(tmp_path / "d2")]) == 2
+    assert "cannot tell the layout" in capsys.readouterr().err
+
+
+def test_import_rgb_pairs_become_channels_and_colour_masks_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from PIL import Image
+
+    src = _pairs_tree(tmp_path / "src", n=1)
+    rgb = np.stack([np.full((24, 20), v, np.uint8) for v in (10, 20, 30)], axis=-1)
+    Image.fromarray(rgb).save(src / "images" / "slice_00.png")
+    out = tmp_path / "data"
+    assert cli(["data", "import", str(src), "--labels", "cell=255,membrane=0", "--out", str(out)]) == 0
+    info = load_dataset(out)
+    assert len(info.cases[0].images) == 3
+    assert [int(read_image(p).numpy().max()) for p in info.cases[0].images] == [10, 20, 30]
+    Image.fromarray(rgb).save(src / "labels" / "slice_00.png")
+    assert cli(["data", "import", str(src), "--labels", "cell=255,membrane=0", "--out", str(tmp_path / "d2")]) == 2
+    assert "slice_00.png: mask has 3 channels" in capsys.readouterr().err
+
+
+def test_import_inside_a_dvc_repo_runs_dvc_add(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+    import subprocess
+
+    import yaml
+
+    dvc = shutil.which("dvc") or str(Path(__file__).resolve().parents[1] / ".venv" / "bin" / "dvc")
+    if not Path(dvc).exists():
+        pytest.skip("dvc is not installed")
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    subprocess.run([dvc, "init", "--no-scm", "-q"], cwd=repo, check=True)
+    src = _pairs_tree(tmp_path / "src", n=2)
+    assert cli(["data", "import", str(src), "--labels", "cell=255,membrane=0", "--out", str(repo / "data")]) == 0
+    assert capsys.readouterr().out.rstrip().endswith("done")
+    out = yaml.safe_load((repo / "data.dvc").read_text())["outs"][0]
+    assert out["path"] == "data" and out["nfiles"] == 5

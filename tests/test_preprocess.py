@@ -113,6 +113,10 @@ def test_reorients_to_ras_and_resamples_and_records_the_source_geometry(tmp_path
     src = nib.load(root / "data" / "imagesTr" / "c1_0000.nii.gz")
     np.testing.assert_allclose(case["original"]["affine"], src.affine, atol=1e-4)
     assert case["original"]["shape"] == [20, 16, 10]
+    # ITK origin (10, -5, 2) LPS -> RAS (-10, 5, 2); ITK identity direction = LPS -> RAS diag(-1, -1, 1)
+    np.testing.assert_allclose(case["original"]["origin"], [-10.0, 5.0, 2.0], atol=1e-5)
+    np.testing.assert_allclose(case["original"]["direction"], np.diag([-1.0, -1.0, 1.0]), atol=1e-6)
+    np.testing.assert_allclose(case["original"]["spacing"], [0.8, 1.2, 3.0], atol=1e-6)
     # extents 20 x 0.8, 16 x 1.2, 10 x 3.0 mm at 1.6 / 1.2 / 1.5 mm: about 10, 16, 20 voxels
     label = np.load(root / "pre" / case["label"])
     assert np.abs(np.array(label.shape[1:]) - (10, 16, 20)).max() <= 1 and case["spacing"] == pytest.approx([1.6, 1.2, 1.5])

@@ -1,12 +1,20 @@
 """`unet-pipeline data import SRC`: a real dataset -> the canonical `data/` layout, then `dvc add`.
 
 Three source layouts (docs/ARCHITECTURE.md for the target):
-- `msd`: Medical Segmentation Decathlon / nnU-Net (`dataset.json`, `imagesTr/`, `labelsTr/`,
-  `_0000` channel suffixes); labels come from `dataset.json`, label values are class indices.
-- `pairs`: `images/` + `labels/` with matching file names (PNG, TIFF, NIfTI, NRRD, MHA, ...);
-  raw mask values are mapped to class indices by `--labels NAME=RAW,...` (class-index order) or a
-  `dataset.json` beside them, never guessed.
+- `msd`: Medical Segmentation Decathlon / nnU-Net (`dataset.json`, `imagesTr/`, `labelsTr/`).
+  Both dataset.json styles: MSD (`labels` {"0": "background"}, `modality`, a `training` list,
+  multi-modal cases as one 4D file, split here into `_0000`, `_0001`, ... channel files) and
+  nnU-Net v2 (`labels` {"background": 0}, `channel_names`, files `<id>_XXXX<file_ending>`).
+  Labels come from `dataset.json`; label values are class indices (checked by preprocess).
+- `pairs`: `images/` + `labels/` with matching file names (PNG, TIFF, NIfTI, NRRD, MHA, ...).
 - `stack`: a multi-page TIFF of images and one of labels (the ISBI 2012 form); each page a 2D case.
+
+Label values of `pairs` / `stack` masks are never guessed, not even when they already look like
+class indices 0..K-1: `--labels NAME=RAW,...` (class-index order) maps them, and masks already
+holding class indices say so with an identity mapping (`--labels background=0,nucleus=1`) or
+with a `dataset.json` beside `images/` whose `labels` declare the indices. Without either, the
+import fails listing the raw values found. An `msd` import may pass `--labels` too (names and
+a raw->class mapping instead of the dataset.json's).
 
 Nothing is written until every case is read and mapped; the output appears atomically.
 """
@@ -18,6 +26,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,6 +100,7 @@ class SourceCase:
     images: list[Any]  # paths, or in-memory MetaTensors for TIFF pages
     label: Any
     copy_as_is: bool = False  # NIfTI files whose values need no mapping: copy the bytes
+    channels_in_4d: int = 0  # MSD multi-modal case: one 4D NIfTI holding this many channels
 
 
 def _strip_ending(name: str) -> str:
@@ -128,10 +138,9 @@ def _msd_cases(src: Path, meta: dict[str, Any]) -> list[SourceCase]:
             cid = _strip_ending(image.name)
             # nnU-Net v1 style lists `imagesTr/x.nii.gz` while the files are x_0000.nii.gz, ...
             if not image.exists() and (image.parent / f"{cid}_0000{ending}").exists():
-                images = [image.parent / f"{cid}_{c:04d}{ending}" for c in range(n_ch)]
-            else:
-                images = [image]
-            cases.append(SourceCase(cid, images, label))
+                cases.append(SourceCase(cid, [image.parent / f"{cid}_{c:04d}{ending}" for c in range(n_ch)], label))
+            else:  # MSD proper: one file, 4D (x, y, z, channel) when the set is multi-modal
+                cases.append(SourceCase(cid, [image], label, channels_in_4d=n_ch if n_ch > 1 else 0))
     else:  # nnU-Net v2: files named <id>_<XXXX><ending>
         ids = sorted({re.sub(r"_\d{4}$", "", _strip_ending(p.name)) for p in (src / "imagesTr").glob(f"*{ending}")
                       if not p.name.startswith(".")})  # fmt: skip
@@ -139,7 +148,7 @@ def _msd_cases(src: Path, meta: dict[str, Any]) -> list[SourceCase]:
             images = [src / "imagesTr" / f"{cid}_{c:04d}{ending}" for c in range(n_ch)]
             cases.append(SourceCase(cid, images, src / "labelsTr" / f"{cid}{ending}"))
     for case in cases:
-        case.copy_as_is = all(str(p).endswith(FILE_ENDING) for p in [*case.images, case.label])
+        case.copy_as_is = not case.channels_in_4d and all(str(p).endswith(FILE_ENDING) for p in [*case.images, case.label])
     return cases
 
 
@@ -216,21 +225,55 @@ def _found_values(cases: list[SourceCase]) -> list[int]:
     return sorted(found)
 
 
+def _split_4d(path: Path, n_channels: int, case_id: str, out: Path) -> None:
+    """An MSD multi-modal 4D NIfTI (x, y, z, channel) -> one 3D file per channel, same affine."""
+    import nibabel as nib
+
+    from pipeline.io import ImageReadError
+
+    try:
+        img = nib.load(path)
+        if img.ndim != 4 or img.shape[3] != n_channels:
+            raise DatasetError([f"{path}: shape {img.shape}, but dataset.json lists {n_channels} modalities; "
+                                f"expected a 4D image (x, y, z, {n_channels})"])  # fmt: skip
+        for c in range(n_channels):
+            data = np.asanyarray(img.dataobj[..., c])
+            nib.save(nib.Nifti1Image(data, img.affine, img.header), out / image_relpath(case_id, c))
+    except (OSError, EOFError, ValueError, ImageReadError, nib.filebasedimages.ImageFileError) as exc:
+        raise DatasetError([f"{path}: not a readable 4D NIfTI file ({exc})"]) from None
+
+
+def _channels(image: Any) -> list[Any]:
+    """A multi-component image (RGB PNG, vector NRRD) -> one single-channel image per component."""
+    return [image] if image.shape[0] == 1 else [image[c : c + 1] for c in range(image.shape[0])]
+
+
 def _write_case(case: SourceCase, out: Path, spec: LabelSpec | None, n_classes: int) -> None:
     from pipeline.io import write_image
 
+    if case.channels_in_4d:
+        _split_4d(case.images[0], case.channels_in_4d, case.id, out)
     if case.copy_as_is and spec is None:
         for c, path in enumerate(case.images):
             shutil.copyfile(path, out / image_relpath(case.id, c))
         shutil.copyfile(case.label, out / label_relpath(case.id))
         return
-    images = [_read(p) for p in case.images]
+    if not case.channels_in_4d:
+        channels = [ch for p in case.images for ch in _channels(_read(p))]
+        for c, image in enumerate(channels):
+            write_image(image, image, out / image_relpath(case.id, c))
     label = _read(case.label)
     where = str(case.label) if not hasattr(case.label, "affine") else f"{case.id} (label page)"
-    for c, image in enumerate(images):
-        write_image(image, image, out / image_relpath(case.id, c))
+    if label.shape[0] != 1:
+        raise DatasetError([f"{where}: mask has {label.shape[0]} channels (colour?); a mask holds one value per pixel"])
     mapped = _map_label(label, spec, where, n_classes)
     write_image(mapped, label, out / label_relpath(case.id))
+
+
+def _describe(case: SourceCase) -> str:
+    """How errors name a case: its first image file, or the case id for an in-memory page."""
+    first = case.images[0]
+    return str(first) if isinstance(first, Path) else f"{case.id} (image page)"
 
 
 def _dvc_add(out: Path) -> str:
@@ -238,7 +281,9 @@ def _dvc_add(out: Path) -> str:
     repo = next((p for p in [out.resolve().parent, *out.resolve().parents] if (p / ".dvc").is_dir()), None)
     if repo is None:
         return "not in a DVC repo: no `dvc add`"
-    dvc = shutil.which("dvc")
+    # the venv's own dvc first: `.venv/bin/unet-pipeline` often runs without the venv on PATH
+    beside = Path(sys.executable).parent / "dvc"
+    dvc = str(beside) if beside.is_file() else shutil.which("dvc")
     if dvc is None:
         return "dvc not found on PATH: run `dvc add` yourself"
     proc = subprocess.run([dvc, "add", str(out.resolve().relative_to(repo))], cwd=repo, capture_output=True, text=True)
@@ -282,21 +327,32 @@ def import_dataset(src: str | Path, out: str | Path = "data", layout: str | None
     if missing:
         raise DatasetError([f"{p}: listed but missing" for p in missing])
 
-    first = _read(cases[0].images[0])
-    dims = first.ndim - 1
+    if cases[0].channels_in_4d:
+        dims, n_channels = 3, cases[0].channels_in_4d
+    else:
+        first = _read(cases[0].images[0])
+        dims, n_channels = first.ndim - 1, int(first.shape[0]) * len(cases[0].images)
+    channel_names = (
+        {str(k): str(v) for k, v in (meta.get("channel_names") or meta.get("modality") or {"0": "image"}).items()}
+        if meta
+        else {str(c): f"channel {c}" for c in range(n_channels)}
+    )
     modality = _modality(meta)
     with atomic_dir(out) as tmp:
         (tmp / "imagesTr").mkdir()
         (tmp / "labelsTr").mkdir()
         for case in tqdm(cases, desc=f"import ({layout})", unit="case"):
             _write_case(case, tmp, spec, len(names))
+            written = len(list((tmp / "imagesTr").glob(f"{case.id}_[0-9][0-9][0-9][0-9]{FILE_ENDING}")))
+            if written != len(channel_names):
+                raise DatasetError([f"{_describe(case)}: {written} channel(s), but the dataset has {len(channel_names)} "
+                                    f"({', '.join(channel_names.values())})"])  # fmt: skip
         dataset = build_dataset_json(
             name=str(meta.get("name") or src.name),
             description=str(meta.get("description") or f"imported from {src}"),
             spatial_dims=dims,
             modality=modality,
-            channel_names={str(c): f"channel {c}" for c in range(len(cases[0].images))} if not meta else
-            {str(k): str(v) for k, v in (meta.get("channel_names") or meta.get("modality") or {"0": "image"}).items()},
+            channel_names=channel_names,
             labels=names,
             label_mapping=spec.mapping_record if spec else None,
             source=f"unet-pipeline data import {src} --layout {layout}" + (f" --labels {labels}" if labels else ""),
@@ -320,8 +376,10 @@ def main(args: argparse.Namespace) -> None:
     """CLI: `unet-pipeline data import SRC [--layout msd|pairs|stack] [--labels NAME=RAW,...] [--out data]`."""
     dataset = import_dataset(args.src, args.out, args.layout, args.labels)
     dvc_note = _dvc_add(Path(args.out))
+    layout = dataset["source"].split("--layout ", 1)[1].split()[0]
     print(
-        f"imported {dataset['numTraining']} {dataset['spatial_dims']}D cases from {args.src} into {args.out}/ "
+        f"imported {dataset['numTraining']} {dataset['spatial_dims']}D cases ({layout} layout, "
+        f"{len(dataset['channel_names'])} channel(s)) from {args.src} into {args.out}/ "
         f"(labels: {', '.join(f'{i}={n}' for i, n in enumerate(dataset['labels']))}"
         + (f"; raw->class {dataset['label_mapping']}" if dataset["label_mapping"] else "")
         + f"); {dvc_note}"

@@ -67,6 +67,15 @@ def _process_case(case: Case, *, spec: dict[str, Any], out_dir: Path, weights: d
     return entry
 
 
+def _original_geometry(shape: Sequence[int], spacing: Sequence[float], affine: list[list[float]]) -> dict[str, Any]:
+    """The source grid, enough to put a prediction back: RAS affine, plus origin and direction
+    (RAS, unit columns) split out of it for readers that want ITK-style geometry."""
+    d = len(shape)
+    origin = [float(affine[i][d]) for i in range(d)]
+    direction = [[float(affine[i][j]) / float(spacing[j]) for j in range(d)] for i in range(d)]
+    return {"shape": list(shape), "spacing": list(spacing), "affine": affine, "origin": origin, "direction": direction}
+
+
 def run(cfg: Config) -> None:
     """Validate data/, then write preprocessed/{manifest.json, fingerprint.json, cases/}."""
     from pipeline.data.fingerprint import compute_fingerprint
@@ -112,7 +121,7 @@ def run(cfg: Config) -> None:
             s = stats_by_id[case.id]
             entry["source_images"] = [str(x) for x in case.images]
             entry["source_label"] = str(case.label)
-            entry["original"] = {"shape": list(s.shape), "spacing": list(s.spacing), "affine": s.affine}
+            entry["original"] = _original_geometry(s.shape, s.spacing, s.affine)
         manifest = {
             "spatial_dims": cfg.data.spatial_dims,
             "in_channels": cfg.data.in_channels,
