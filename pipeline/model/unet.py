@@ -129,7 +129,11 @@ class UNet(nn.Module):
         for i, (up, dec) in enumerate(zip(self.ups, self.decoders)):
             x = up(x)
             skip = skips[len(skips) - 1 - i]
-            x = dec(torch.cat([center_crop_like(skip, x), x], dim=1))
+            # 'same' padding has nothing to crop; skipping the no-op `narrow` keeps the sizes symbolic
+            # for the ONNX exporter (otherwise data-dependent, which instance norm cannot export)
+            if self.padding != "same":
+                skip = center_crop_like(skip, x)
+            x = dec(torch.cat([skip, x], dim=1))
         return self.head(x)
 
     def check_input(self, x: torch.Tensor) -> None:
