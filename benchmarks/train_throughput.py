@@ -87,7 +87,7 @@ def main() -> None:
     if args.quick:
         sizes = {2: [64], 3: [32]}
         batches = [1, 2]
-        timing = dict(warmup=1, min_steps=1, min_seconds=args.min_seconds or 0.2, max_steps=20)
+        timing = dict(warmup=2, min_steps=1, min_seconds=args.min_seconds or 0.2, max_steps=20)  # 2 warm-ups: oneDNN builds 3D kernels on first use
     else:
         sizes = {2: [256, 512], 3: [64, 96]}
         batches = [1, 4]

@@ -1,0 +1,207 @@
+"""What the two accuracy benchmarks share: a work dir, the real import, the four stages, a time budget.
+
+Each accuracy benchmark runs the pipeline as a user would -- `unet-pipeline data import` on the
+shared real data, then `pipeline.stages.{preprocess,train,evaluate,export}.run(cfg)` with a preset
+config -- with every output path (data, preprocessed, checkpoints, predictions, reports, exported,
+the MLflow sqlite store and its artifacts) redirected into one work dir, so nothing in the
+repository changes and a run can be inspected afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import common
+
+MARKER = ".unet_benchmark_workdir"  # a work dir we created, so wiping it on the next run is safe
+
+
+def accuracy_parser(description: str, name: str, preset: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--quick", action="store_true", help="reduced run (few cases, 1 short epoch; < 60 s), same code path")
+    p.add_argument("--workdir", type=Path, default=Path(f"/tmp/bench_{name}"), help=f"where everything goes (default: /tmp/bench_{name}); wiped first")
+    p.add_argument("--config", type=Path, default=common.REPO / "configs" / preset, help=f"preset config (default: configs/{preset})")
+    p.add_argument("--set", "-S", action="append", default=[], metavar="KEY=VALUE", help="config override, e.g. -S train.lr=3e-4 (repeatable)")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--epochs", type=int, default=None, help="train.epochs (default: the preset's)")
+    budget.add_argument(
+        "--minutes", type=float, default=None,
+        help="training wall-time budget: a timed 1-epoch probe run, then train.epochs = what fits in the rest",
+    )  # fmt: skip
+    p.add_argument("--shared-data", type=Path, default=None, help="the shared datasets folder (default: $UNET_SHARED_DATA or ../shared/data)")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: all cores)")
+    return p
+
+
+def prepare_workdir(workdir: Path) -> Path:
+    """An empty work dir: created, or wiped when a previous benchmark made it (never a foreign dir)."""
+    workdir = workdir.expanduser().resolve()
+    if workdir.exists():
+        if not (workdir / MARKER).is_file() and any(workdir.iterdir()):
+            raise SystemExit(f"error: --workdir {workdir} exists, is not empty and was not made by a benchmark; pick another")
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True)
+    (workdir / MARKER).write_text("made by benchmarks/accuracy_*.py; wiped on the next run\n")
+    return workdir
+
+
+def setup_environment(threads: int | None) -> None:
+    """No telemetry or analytics from MLflow / DVC; a fixed torch thread count."""
+    os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    import torch
+
+    torch.set_num_threads(threads or common.cpu_cores())
+
+
+def link_subset(files: Sequence[Path], dest: Path) -> None:
+    """Symlink `files` into `dest` (a --quick import source holding only some cases)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        (dest / f.name).symlink_to(f.resolve())
+
+
+def import_data(src: Path, out: Path, labels: str | None = None) -> float:
+    """`unet-pipeline data import SRC --out OUT [--labels ...]` in a subprocess; returns its wall seconds."""
+    cmd = [sys.executable, "-m", "pipeline", "data", "import", str(src), "--out", str(out)]
+    if labels:
+        cmd += ["--labels", labels]
+    print("$ unet-pipeline " + " ".join(cmd[3:]), flush=True)
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=out.parent, text=True, capture_output=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"error: data import failed (exit {proc.returncode}):\n{proc.stdout}{proc.stderr}")
+    print(proc.stdout.strip(), flush=True)
+    return time.perf_counter() - t0
+
+
+def imported_ids(data_dir: Path) -> list[str]:
+    """Case ids of an imported dataset, sorted."""
+    return sorted(e["id"] for e in json.loads((data_dir / "dataset.json").read_text())["training"])
+
+
+def redirected_paths(workdir: Path) -> dict[str, Any]:
+    """Config overrides that put every stage output (and MLflow) inside the work dir."""
+    return {
+        "data.root": str(workdir / "data"),
+        "preprocess.output_dir": str(workdir / "preprocessed"),
+        "train.output_dir": str(workdir / "checkpoints"),
+        "evaluate.predictions_dir": str(workdir / "predictions"),
+        "evaluate.reports_dir": str(workdir / "reports"),
+        "export.output_dir": str(workdir / "exported"),
+        "tracking.tracking_uri": f"sqlite:///{workdir / 'mlflow.db'}",
+    }
+
+
+def load_cfg(config: Path, *layers: dict[str, Any]) -> Any:
+    """The preset with override layers applied in order (later wins)."""
+    from pipeline.config import load_config
+
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        merged.update(layer)
+    return load_config(config, merged)
+
+
+def user_overrides(items: Sequence[str]) -> dict[str, Any]:
+    from pipeline.stages.common import parse_overrides
+
+    return parse_overrides(items)
+
+
+def _timed(label: str, fn: Any, *args: Any, **kwargs: Any) -> float:
+    print(f"\n=== {label} ===", flush=True)
+    t0 = time.perf_counter()
+    fn(*args, **kwargs)
+    secs = time.perf_counter() - t0
+    print(f"=== {label}: {secs:.1f} s ===", flush=True)
+    return secs
+
+
+def epochs_for_budget(cfg: Any, workdir: Path, minutes: float) -> tuple[int, float, float]:
+    """Train 1 epoch in a throw-away probe dir; return (epochs that fit, probe seconds, seconds/epoch).
+
+    The probe's epoch includes a validation pass and the start-up costs, so the estimate errs on
+    the short side. The probe counts against the budget. The real run then trains from scratch
+    with `train.epochs` set, so its LR schedule spans exactly the epochs it gets.
+    """
+    from pipeline.stages import train
+    from pipeline.training.checkpoint import load_checkpoint
+
+    probe = workdir / "probe"
+    pcfg = cfg.model_copy(deep=True)
+    pcfg.train.epochs = 1
+    pcfg.train.output_dir = probe / "checkpoints"
+    pcfg.evaluate.reports_dir = probe / "reports"
+    pcfg.tracking.tracking_uri = f"sqlite:///{probe / 'mlflow.db'}"
+    probe_s = _timed("train (budget probe: 1 epoch)", train.run, pcfg)
+    history = load_checkpoint(probe / "checkpoints" / "last.pt").get("history") or []
+    epoch_s = float(history[-1]["epoch_time"]) if history else probe_s
+    overhead = max(probe_s - epoch_s, 0.0)
+    left = minutes * 60.0 - probe_s - overhead
+    epochs = max(1, math.floor(left / max(epoch_s, 1e-6)))
+    print(
+        f"budget {minutes:g} min: probe {probe_s:.1f} s ({epoch_s:.1f} s/epoch incl. validation, {overhead:.1f} s start-up) "
+        f"-> train.epochs = {epochs}",
+        flush=True,
+    )
+    return epochs, probe_s, epoch_s
+
+
+def run_stages(cfg: Any, workdir: Path, minutes: float | None) -> tuple[Any, dict[str, float]]:
+    """preprocess -> [budget probe] -> train -> evaluate -> export; returns (final cfg, seconds per stage)."""
+    from pipeline.stages import evaluate, export, preprocess, train
+
+    times: dict[str, float] = {}
+    old_cwd = Path.cwd()
+    os.chdir(workdir)  # MLflow puts a sqlite store's artifacts under ./mlruns: keep them in the work dir
+    try:
+        times["preprocess"] = _timed("preprocess", preprocess.run, cfg)
+        if minutes is not None:
+            epochs, times["train_probe"], _ = epochs_for_budget(cfg, workdir, minutes)
+            cfg.train.epochs = epochs
+        times["train"] = _timed(f"train ({cfg.train.epochs} epochs x {cfg.train.iterations_per_epoch} iterations)", train.run, cfg)
+        times["evaluate"] = _timed("evaluate", evaluate.run, cfg)
+        times["export"] = _timed("export", export.run, cfg)
+    finally:
+        os.chdir(old_cwd)
+    return cfg, times
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+def read_mask(path: Path) -> Any:
+    """A label map (spatial only, int) through the pipeline's reader."""
+    import numpy as np
+
+    from pipeline.io import read_image
+
+    if not path.is_file():
+        raise SystemExit(f"error: {path} not found")
+    return np.asarray(read_image(path))[0].astype(np.int64)
+
+
+def dice_iou(pred: Any, gt: Any, k: int) -> tuple[float, float]:
+    """Dice and IoU of class k (1.0 when both masks lack the class)."""
+    p, g = pred == k, gt == k
+    inter, ps, gs = float((p & g).sum()), float(p.sum()), float(g.sum())
+    if ps + gs == 0:
+        return 1.0, 1.0
+    return 2 * inter / (ps + gs), inter / (ps + gs - inter)
+
+
+def stage_table(times: dict[str, float]) -> str:
+    rows = [[k, v, v / 60] for k, v in times.items()]
+    rows.append(["total", sum(times.values()), sum(times.values()) / 60])
+    return common.markdown_table(["stage", "wall s", "wall min"], rows)
