@@ -127,8 +127,11 @@ def synth_case(seed: int, index: int, dims: int, size: tuple[int, ...] | None = 
     return _render(rng, label), label
 
 
-def synthesize(out_dir: str | Path, dims: int = 2, cases: int | None = None, seed: int = 0) -> Path:
-    """Write the synthetic dataset in the canonical layout to `out_dir` (atomically)."""
+def synthesize(
+    out_dir: str | Path, dims: int = 2, cases: int | None = None, seed: int = 0, size: tuple[int, ...] | None = None
+) -> Path:
+    """Write the synthetic dataset in the canonical layout to `out_dir` (atomically); `size` (per
+    spatial axis, default DEFAULTS[dims]["size"]) lets tests use smaller images."""
     from pipeline.io import atomic_dir, write_image, write_text_atomic
 
     if dims not in DEFAULTS:
@@ -136,6 +139,8 @@ def synthesize(out_dir: str | Path, dims: int = 2, cases: int | None = None, see
     n = DEFAULTS[dims]["cases"] if cases is None else cases
     if n < 1:
         raise ValueError(f"cases must be >= 1, got {n}")
+    if size is not None and (len(size) != dims or any(int(s) < 16 for s in size)):
+        raise ValueError(f"size must have {dims} entries, each >= 16, got {size}")
     out = Path(out_dir)
     ids = [f"synth_{i:03d}" for i in range(n)]
     affine = np.eye(dims + 1)  # 1 mm (or px) isotropic, RAS-aligned, origin 0
@@ -145,7 +150,7 @@ def synthesize(out_dir: str | Path, dims: int = 2, cases: int | None = None, see
         from tqdm import tqdm
 
         for i, cid in enumerate(tqdm(ids, desc="synth", unit="case")):
-            image, label = synth_case(seed, i, dims)
+            image, label = synth_case(seed, i, dims, tuple(size) if size else None)
             write_image(image, affine, tmp / image_relpath(cid, 0))
             write_image(label, affine, tmp / label_relpath(cid))
         meta = build_dataset_json(

@@ -10,6 +10,7 @@ different config (hash over seed + data + model + train) is not resumed: trainin
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,7 +99,10 @@ def train(cfg: Config, max_epochs: int | None = None) -> TrainOutcome:
     cfg.train.epochs, so re-running without the cap continues the same run seamlessly)."""
     info = D.setup()
     try:
-        return _train(cfg, max_epochs, info)
+        outcome = _train(cfg, max_epochs, info)
+        if info.distributed:  # every rank says it got through (the one line a non-zero rank prints)
+            print(f"rank {info.rank}/{info.world_size}: finished at epoch {outcome.epochs_done}", file=sys.stderr, flush=True)
+        return outcome
     finally:
         D.teardown(info)
 

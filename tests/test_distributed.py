@@ -1,0 +1,61 @@
+"""The train entry point under `torchrun --nproc_per_node 2` (DDP, gloo on CPU): both ranks finish,
+rank 0 alone writes the checkpoint and creates the one MLflow run."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from helpers_train import make_config, prepare_data
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
+def test_torchrun_two_processes_one_run(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    from mlflow.tracking import MlflowClient
+
+    torchrun = Path(sys.executable).parent / "torchrun"
+    if not torchrun.is_file():
+        pytest.skip(f"{torchrun} not found")
+    prepare_data(tmp_path, tmp_path_factory.mktemp("ddp_data"), dims=2)
+    cfg = make_config(2, "same", train={"epochs": 2, "iterations_per_epoch": 2, "batch_size": 2})
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    repo = Path(__file__).resolve().parents[1]
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(repo), env.get("PYTHONPATH")]))
+    cmd = [
+        str(torchrun), "--standalone", "--nnodes", "1", "--nproc_per_node", "2",
+        "-m", "pipeline.stages.train", "-c", "cfg.yaml", "-S", "train.iterations_per_epoch=3", "--max-epochs", "1",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    # both ranks got through; rank 0 alone reported the epoch
+    assert "rank 0/2: finished at epoch 1" in out and "rank 1/2: finished at epoch 1" in out, out[-4000:]
+    assert "2 process(es) on cpu" in out
+    assert out.count("epoch 1/2  loss") == 1, out[-4000:]
+
+    # rank 0's checkpoint: one epoch of 3 iterations per rank, resumable (epoch 1 of 2)
+    state = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
+    assert state["epoch"] == 1 and len(state["history"]) == 1
+    assert state["scheduler"]["last_epoch"] == 3
+    assert not any(p.name.endswith(".tmp") for p in (tmp_path / "checkpoints").iterdir())
+    # DDP kept the replicas identical: the saved weights carry no `module.` prefix (the bare net)
+    assert not any(k.startswith("module.") for k in state["model"])
+
+    client = MlflowClient(tracking_uri=uri)
+    exps = client.search_experiments()
+    runs = client.search_runs([e.experiment_id for e in exps])
+    assert len(runs) == 1, [r.info.run_id for r in runs]
+    run = runs[0]
+    assert run.info.run_id == state["mlflow_run_id"]
+    assert run.data.params["train.iterations_per_epoch"] == "3"  # the -S override reached the run
+    assert run.data.tags["train_complete"] == "false"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == [1]
