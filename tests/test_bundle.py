@@ -130,7 +130,7 @@ def test_registered_model_loads_from_mlflow_and_predicts(workdir, val_case) -> N
     logged = json.loads((exported / "mlflow.json").read_text())
     name, version = logged["registered_model_name"], logged["registered_model_version"]
     assert name == cfg.tracking.registered_model_name and version is not None
-    client = MlflowClient()
+    client = MlflowClient(tracking_uri=os.environ["MLFLOW_TRACKING_URI"])
     mv = client.get_model_version(name, str(version))
     run_ref = json.loads((root / cfg.evaluate.reports_dir / "mlflow_run.json").read_text())
     assert mv.run_id == run_ref["run_id"] == logged["run_id"], "registered from the pipeline's own run"
@@ -180,7 +180,7 @@ def _bundle_run(exported: Path, image: Path, out_dir: Path) -> Path:
         "--meta_file", str(exported / "configs/metadata.json"),
         "--bundle_root", str(exported), "--input_image", str(image), "--output_dir", str(out_dir),
     ]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=out_dir.parent, env=env, timeout=300)
+    proc = subprocess.run(cmd, capture_output=True, text=True, encoding="utf-8", errors="replace", cwd=out_dir.parent, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (out,) = list(out_dir.glob("*.nii.gz"))
     return out

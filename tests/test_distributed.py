@@ -34,7 +34,7 @@ def test_torchrun_two_processes_one_run(tmp_path: Path, tmp_path_factory: pytest
         str(torchrun), "--standalone", "--nnodes", "1", "--nproc_per_node", "2",
         "-m", "pipeline.stages.train", "-c", "cfg.yaml", "-S", "train.iterations_per_epoch=3", "--max-epochs", "1",
     ]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=300)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
     # both ranks got through; rank 0 alone reported the epoch

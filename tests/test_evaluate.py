@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import warnings
 from pathlib import Path
 
@@ -128,7 +129,7 @@ def test_mlflow_run_holds_eval_metrics_and_figures(workdir) -> None:
     ref = json.loads((reports / "mlflow_run.json").read_text())
     assert os.environ["MLFLOW_TRACKING_URI"] == f"sqlite:///{root / 'mlflow.db'}"
     assert ref["tracking_uri"] == os.environ["MLFLOW_TRACKING_URI"]
-    client = MlflowClient()  # the store named by MLFLOW_TRACKING_URI
+    client = MlflowClient(tracking_uri=os.environ["MLFLOW_TRACKING_URI"])
     run = client.get_run(ref["run_id"])
     assert run.info.status == "FINISHED"
     summary = json.loads((reports / "metrics.json").read_text())

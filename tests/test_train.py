@@ -122,7 +122,7 @@ def test_resume_equals_uninterrupted(workdir: Path, data_cache: Path) -> None:
     assert b["scheduler"]["last_epoch"] == a["scheduler"]["last_epoch"] == 12
     # the resumed training kept logging into the run it started
     assert b["mlflow_run_id"] == run_id == read_run_ref(workdir / "reports").run_id
-    steps = [m.step for m in MlflowClient().get_metric_history(run_id, "train_loss")]
+    steps = [m.step for m in MlflowClient(tracking_uri=os.environ["MLFLOW_TRACKING_URI"]).get_metric_history(run_id, "train_loss")]
     assert sorted(steps) == [1, 2, 3]
 
 
@@ -156,7 +156,7 @@ def test_weighted_ce_with_border_weights_trains(workdir: Path, data_cache: Path)
 
 def test_weighted_ce_needs_weight_maps(workdir: Path, data_cache: Path) -> None:
     from pipeline.stages.train import run
-    from pipeline.training.data import ManifestError
+    from pipeline.data.manifest import ManifestError
 
     prepare_data(workdir, data_cache, dims=2)
     with pytest.raises(ManifestError, match="border_weights"):
@@ -165,7 +165,7 @@ def test_weighted_ce_needs_weight_maps(workdir: Path, data_cache: Path) -> None:
 
 def test_missing_manifest_is_a_clear_error(workdir: Path) -> None:
     from pipeline.stages.train import run
-    from pipeline.training.data import ManifestError
+    from pipeline.data.manifest import ManifestError
 
     with pytest.raises(ManifestError, match="preprocess"):
         run(make_config(2, "same"))
@@ -208,7 +208,8 @@ def test_patches_are_balanced_and_aligned(tmp_path: Path, data_cache: Path, dims
     """Valid mode: image patch = legal input, label = centre crop; labels stay under their image;
     pos_fraction=1 centres every patch on foreground."""
     from pipeline.model import output_size
-    from pipeline.training.data import load_manifest, patch_geometry, train_dataset, train_loader
+    from pipeline.data.manifest import load_manifest
+    from pipeline.training.data import patch_geometry, train_dataset, train_loader
 
     root = prepare_data(tmp_path, data_cache, dims=dims, **(DATA_3D if dims == 3 else {}))
     for augment in (False, True):

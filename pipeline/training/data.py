@@ -9,7 +9,6 @@ predicts; in 'same' mode both are the patch size.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,15 +17,12 @@ from typing import Any
 import numpy as np
 
 from pipeline.config import Config
+from pipeline.data.manifest import ManifestError
 
 # rotation range per dimensionality: full turns in-plane for 2D (microscopy has no "up"),
 # small tilts in 3D where anatomy has an orientation
 _ROTATE = {2: (math.pi,), 3: (math.pi / 12,) * 3}
 _SCALE = 0.1  # +-10 % zoom together with rotation
-
-
-class ManifestError(ValueError):
-    """`preprocessed/manifest.json` is missing or does not fit the config."""
 
 
 @dataclass(frozen=True)
@@ -52,16 +48,6 @@ def patch_geometry(cfg: Config) -> PatchGeometry:
     except ValueError as exc:
         raise ValueError(f"train.patch_size={list(size)} does not fit model.padding='same': {exc}") from None
     return PatchGeometry(size, size, 0)
-
-
-def load_manifest(root: Path) -> dict[str, Any]:
-    path = Path(root) / "manifest.json"
-    if not path.is_file():
-        raise ManifestError(f"{path} does not exist: run the preprocess stage first")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ManifestError(f"{path} is not valid JSON: {exc}") from None
 
 
 def check_manifest(manifest: dict[str, Any], cfg: Config, root: Path) -> None:

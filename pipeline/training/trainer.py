@@ -22,7 +22,8 @@ from tqdm import tqdm
 from pipeline.config import Config
 from pipeline.training import checkpoint as ckpt
 from pipeline.training import distributed as D
-from pipeline.training.data import case_dicts, check_manifest, load_manifest, patch_geometry, train_dataset, train_loader
+from pipeline.data.manifest import load_manifest
+from pipeline.training.data import case_dicts, check_manifest, patch_geometry, train_dataset, train_loader
 from pipeline.training.history import write_history
 from pipeline.training.losses import build_loss
 from pipeline.training.optim import build_optimizer, build_scheduler
