@@ -192,13 +192,16 @@ def read_mask(path: Path) -> Any:
     return np.asarray(read_image(path))[0].astype(np.int64)
 
 
-def dice_iou(pred: Any, gt: Any, k: int) -> tuple[float, float]:
-    """Dice and IoU of class k (1.0 when both masks lack the class)."""
-    p, g = pred == k, gt == k
-    inter, ps, gs = float((p & g).sum()), float(p.sum()), float(g.sum())
-    if ps + gs == 0:
-        return 1.0, 1.0
-    return 2 * inter / (ps + gs), inter / (ps + gs - inter)
+def eval_scores(cfg: Any) -> dict[tuple[str, str], dict[str, float]]:
+    """Dice / IoU per (case, class) as the evaluate stage computed them (`reports/metrics.csv`,
+    `pipeline.evaluation.metrics`), so a benchmark reports the pipeline's own numbers."""
+    import csv
+
+    path = Path(cfg.evaluate.reports_dir) / "metrics.csv"
+    if not path.is_file():
+        raise SystemExit(f"error: {path} not found: the evaluate stage did not run")
+    with open(path, newline="") as fh:
+        return {(r["case"], r["class"]): {"dice": float(r["dice"]), "iou": float(r["iou"])} for r in csv.DictReader(fh)}
 
 
 def stage_table(times: dict[str, float]) -> str:

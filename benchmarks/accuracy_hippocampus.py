@@ -24,7 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import accuracy_common as acc
-import common
+import common  # puts the repo on sys.path: keep before the pipeline imports
+
+from pipeline.data.manifest import load_manifest
 
 NNUNET_DICE = {"anterior": 0.90, "posterior": 0.89}  # nnU-Net, Decathlon Task04 (SOURCE.md)
 N_VAL = 40
@@ -61,18 +63,14 @@ def score(cfg: Any, class_names: list[str]) -> tuple[list[list[Any]], dict[str, 
     """Mean / median Dice and IoU per foreground class over the validation cases."""
     import numpy as np
 
-    val_ids = json.loads((Path(cfg.preprocess.output_dir) / "manifest.json").read_text())["splits"]["val"]
+    val_ids = load_manifest(cfg.preprocess.output_dir)["splits"]["val"]
+    scores = acc.eval_scores(cfg)
     fg = list(range(1, len(class_names)))
     per: dict[str, list[float]] = {f"{m}_{class_names[k]}": [] for k in fg for m in ("dice", "iou")}
     for cid in val_ids:
-        pred = acc.read_mask(Path(cfg.evaluate.predictions_dir) / f"{cid}.nii.gz")
-        gt = acc.read_mask(Path(cfg.data.root) / "labelsTr" / f"{cid}.nii.gz")
-        if pred.shape != gt.shape:
-            raise SystemExit(f"error: {cid}: prediction shape {pred.shape} != label shape {gt.shape}")
         for k in fg:
-            d, i = acc.dice_iou(pred, gt, k)
-            per[f"dice_{class_names[k]}"].append(d)
-            per[f"iou_{class_names[k]}"].append(i)
+            for m in ("dice", "iou"):
+                per[f"{m}_{class_names[k]}"].append(scores[cid, class_names[k]][m])
     rows, means = [], {}
     for k in fg:
         name = class_names[k]
@@ -114,7 +112,7 @@ def main() -> None:
     cfg, stage_times = acc.run_stages(cfg, wd, args.minutes)
     times.update(stage_times)
 
-    class_names = json.loads((Path(cfg.preprocess.output_dir) / "manifest.json").read_text())["labels"]
+    class_names = load_manifest(cfg.preprocess.output_dir)["labels"]
     rows, means, val_ids = score(cfg, class_names)
     train_s = times["train"] + times.get("train_probe", 0.0)
     baseline = float(sum(NNUNET_DICE.values()) / len(NNUNET_DICE))

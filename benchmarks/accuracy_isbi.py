@@ -21,12 +21,13 @@ Headline (last line): mean membrane Dice over the validation slices vs the targe
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import accuracy_common as acc
-import common
+import common  # puts the repo on sys.path: keep before the pipeline imports
+
+from pipeline.data.manifest import load_manifest
 
 TARGET_MEMBRANE_DICE = 0.90  # issue 7 target (cell-class target 0.95)
 TARGET_CELL_DICE = 0.95
@@ -53,17 +54,17 @@ def score(cfg: Any, class_names: list[str]) -> tuple[list[list[Any]], dict[str, 
     from skimage.measure import label as components
     from skimage.metrics import adapted_rand_error
 
-    cell, membrane = class_names.index("cell"), class_names.index("membrane")
-    pre = Path(cfg.preprocess.output_dir)
-    val_ids = json.loads((pre / "manifest.json").read_text())["splits"]["val"]
+    cell = class_names.index("cell")
+    val_ids = load_manifest(cfg.preprocess.output_dir)["splits"]["val"]
+    scores = acc.eval_scores(cfg)
     rows, cols = [], {k: [] for k in ("dice_membrane", "iou_membrane", "dice_cell", "iou_cell", "pixel_error", "rand_error")}
     for cid in val_ids:
         pred = acc.read_mask(Path(cfg.evaluate.predictions_dir) / f"{cid}.nii.gz")
         gt = acc.read_mask(Path(cfg.data.root) / "labelsTr" / f"{cid}.nii.gz")
         if pred.shape != gt.shape:
             raise SystemExit(f"error: {cid}: prediction shape {pred.shape} != label shape {gt.shape}")
-        dm, im = acc.dice_iou(pred, gt, membrane)
-        dc, ic = acc.dice_iou(pred, gt, cell)
+        dm, im = scores[cid, "membrane"]["dice"], scores[cid, "membrane"]["iou"]
+        dc, ic = scores[cid, "cell"]["dice"], scores[cid, "cell"]["iou"]
         pix = float(np.mean(pred != gt))
         # cells as objects: 4-connected components of the cell class; label 0 (membrane) is ignored in the truth
         rand, _, _ = adapted_rand_error(components(gt == cell, connectivity=1), components(pred == cell, connectivity=1))
@@ -103,7 +104,7 @@ def main() -> None:
     cfg, stage_times = acc.run_stages(cfg, wd, args.minutes)
     times.update(stage_times)
 
-    class_names = json.loads((Path(cfg.preprocess.output_dir) / "manifest.json").read_text())["labels"]
+    class_names = load_manifest(cfg.preprocess.output_dir)["labels"]
     rows, m = score(cfg, class_names)
     train_s = times["train"] + times.get("train_probe", 0.0)
 
