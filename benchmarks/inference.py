@@ -257,12 +257,12 @@ def main() -> None:
     print(f"- timing: median of {repeats} run(s) after {warmup} warm-up; random weights (no trained model), equal widths")
     print()
     print(common.markdown_table(headers, table))
-    base = next(r for r in rows if r["scene"] == "2D" and r["method"] == "MONAI sliding_window_inference 0.5")
+    row_2d = {r["method"]: r for r in rows if r["scene"] == "2D"}
+    base = row_2d["MONAI sliding_window_inference 0.5"]
     print()
     for method in ("ours overlap-tile", "ours overlap-tile, whole-image tile"):
-        r = next(r for r in rows if r["scene"] == "2D" and r["method"] == method)
-        print(f"2D {method} vs MONAI sliding window (overlap 0.5): {r['images_s'] / base['images_s']:.2f}x")
-    ours = next(r for r in rows if r["scene"] == "2D" and r["method"] == "ours overlap-tile, whole-image tile")
+        print(f"2D {method} vs MONAI sliding window (overlap 0.5): {row_2d[method]['images_s'] / base['images_s']:.2f}x")
+    ours = row_2d["ours overlap-tile, whole-image tile"]
     common.emit_result("inference_2d_images_per_s_overlap_tile_vs_monai_swi_0.5", ours["images_s"], base["images_s"], "images/s")
 
 
