@@ -109,6 +109,9 @@ class AugmentConfig(_Strict):
     elastic_sigma: float = Field(10.0, gt=0)  # px/voxels: smoothness of the displacement field
     elastic_magnitude: float = Field(2.0, ge=0)  # displacement magnitude on the coarse grid
     flip: bool = True
+    # spatial axes to mirror (0-based); None = every axis. Mirroring an axis the anatomy is not
+    # symmetric along (anterior/posterior in RAS) teaches a symmetry the labels do not have.
+    flip_axes: list[int] | None = None
     rotate: bool = True
     intensity: bool = True
     prob: float = Field(0.5, ge=0.0, le=1.0)
@@ -194,6 +197,12 @@ class Config(_Strict):
         for key, val in checks.items():
             if val is not None and len(val) != d:
                 raise ValueError(f"{key}={val} has {len(val)} entries but data.spatial_dims={d}")
+        axes = self.train.augment.flip_axes
+        if axes is not None and (not axes or len(set(axes)) != len(axes) or any(not 0 <= a < d for a in axes)):
+            raise ValueError(
+                f"train.augment.flip_axes={axes} must be distinct axes in 0..{d - 1} (data.spatial_dims={d}); "
+                "use flip: false to turn mirroring off"
+            )
         if self.preprocess.orientation is not None and len(self.preprocess.orientation) != d:
             raise ValueError(
                 f"preprocess.orientation={self.preprocess.orientation!r} has {len(self.preprocess.orientation)} "

@@ -47,6 +47,12 @@ def test_wrong_type_and_mismatched_dims(tmp_path):
         load_config(_write(tmp_path, {"data": {"spatial_dims": 2}, "train": {"patch_size": [8, 8, 8]}}))
 
 
+def test_flip_axes_out_of_range_is_named(tmp_path):
+    for axes in ([2], [0, 0], []):
+        with pytest.raises(ConfigError, match=r"train\.augment\.flip_axes=.* must be distinct axes in 0\.\.1"):
+            load_config(_write(tmp_path, {"data": {"spatial_dims": 2}, "train": {"augment": {"flip_axes": axes}}}))
+
+
 def test_overrides_apply_dotted_keys(tmp_path):
     cfg = load_config(_write(tmp_path, {}), {"train.epochs": 2, "model.padding": "same"})
     assert cfg.train.epochs == 2 and cfg.model.padding == "same"

@@ -6,6 +6,7 @@ Every test reads data made by the real embedded path: `synthesize` (small) -> pr
 from __future__ import annotations
 
 import csv
+import itertools
 import os
 from pathlib import Path
 
@@ -235,6 +236,27 @@ def test_patches_are_balanced_and_aligned(tmp_path: Path, data_cache: Path, dims
             assert means[0] < 0.0 and all(means[0] + 0.4 < means[k] for k in means if k), means
             if not augment:  # every crop is centred on a foreground voxel (MONAI shifts it off the border)
                 assert bool((label.flatten(1) > 0).any(1).all())
+
+
+@pytest.mark.parametrize("flip_axes", [None, [1]])
+def test_flips_only_mirror_the_allowed_axes(flip_axes: list[int] | None) -> None:
+    """flip_axes=[1] (e.g. left-right only) never mirrors axes 0 or 2; None mirrors each axis sometimes."""
+    from monai.transforms import Compose
+
+    from pipeline.config import AugmentConfig
+    from pipeline.training.data import flip_transforms
+
+    x = torch.arange(2 * 3 * 4, dtype=torch.float32).reshape(1, 2, 3, 4)
+    chain = Compose(flip_transforms(["image"], AugmentConfig(flip_axes=flip_axes, prob=1.0), dims=3))
+    chain.set_random_state(0)
+    subsets = [c for n in range(4) for c in itertools.combinations(range(3), n)]
+    seen: set[int] = set()
+    for _ in range(60):
+        out = torch.as_tensor(chain({"image": x.clone()})["image"])
+        mirrored = [c for c in subsets if torch.equal(out, torch.flip(x, [a + 1 for a in c]))]
+        assert len(mirrored) == 1, "output is not a mirror of the input"
+        seen.update(mirrored[0])
+    assert seen == ({0, 1, 2} if flip_axes is None else {1})
 
 
 def test_same_mode_rejects_illegal_patch() -> None:

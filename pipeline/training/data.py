@@ -10,13 +10,14 @@ predicts; in 'same' mode both are the patch size.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pipeline.config import Config
+from pipeline.config import AugmentConfig, Config
 from pipeline.data.manifest import ManifestError
 
 # rotation range per dimensionality: full turns in-plane for 2D (microscopy has no "up"),
@@ -98,6 +99,14 @@ def load_case_arrays(case: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     return np.load(case["image"]).astype(np.float32, copy=False), np.load(case["label"])
 
 
+def flip_transforms(keys: Sequence[str], aug: AugmentConfig, dims: int) -> list[Any]:
+    """One random mirror per allowed axis; the flip chance `aug.prob` is shared among the axes."""
+    from monai.transforms import RandFlipd
+
+    axes = list(range(dims)) if aug.flip_axes is None else aug.flip_axes
+    return [RandFlipd(keys=list(keys), prob=aug.prob / len(axes), spatial_axis=axis) for axis in axes]
+
+
 def train_transforms(cfg: Config, keys: tuple[str, ...]) -> Any:
     """Load -> pad -> fg/bg-balanced crop -> elastic/rotate/flip/intensity -> label centre crop."""
     from monai.data import NumpyReader
@@ -111,7 +120,6 @@ def train_transforms(cfg: Config, keys: tuple[str, ...]) -> Any:
         LoadImaged,
         RandAffined,
         RandCropByPosNegLabeld,
-        RandFlipd,
         RandGaussianNoised,
         RandScaleIntensityd,
         RandShiftIntensityd,
@@ -168,7 +176,7 @@ def train_transforms(cfg: Config, keys: tuple[str, ...]) -> Any:
             )
         )
     if aug.flip:
-        chain += [RandFlipd(keys=list(keys), prob=aug.prob / dims, spatial_axis=axis) for axis in range(dims)]
+        chain += flip_transforms(keys, aug, dims)
     if aug.intensity:
         chain += [
             RandScaleIntensityd(keys="image", factors=0.1, prob=aug.prob),
