@@ -214,3 +214,33 @@ def test_bundle_run_equals_predictor_on_3d_same_lps_case(tmp_path: Path, monkeyp
     assert pred.GetSize() == src.GetSize()
     np.testing.assert_allclose(pred.GetDirection(), src.GetDirection(), atol=1e-6)
     np.testing.assert_allclose(pred.GetOrigin(), src.GetOrigin(), atol=1e-5)
+
+
+def test_bundle_inferer_mirrors_only_the_training_flip_axes() -> None:
+    """Settings from a config with train.augment.flip_axes=[0] and TTA on: the bundle's inferer, as
+    MONAI's ConfigParser builds it from inference.json, averages over identity + axis-0 flips only."""
+    import torch
+    from monai.bundle import ConfigParser
+
+    from helpers_train import make_config
+    from pipeline.export.bundle import inference_config
+    from pipeline.inference import InferenceSettings, predict_probabilities
+    from pipeline.model import UNet
+
+    cfg = make_config(2, "valid", model={"features": [4, 8]}, inference={"tta": True, "tile_size": [12, 12]},
+                      train={"augment": {"flip_axes": [0]}})  # fmt: skip
+    settings = InferenceSettings.from_config(cfg)
+    assert settings.tta and settings.tta_axes == (0,)
+    assert InferenceSettings.from_dict(json.loads(json.dumps(settings.to_dict()))) == settings
+    meta = {"unet_pipeline": {"inference": settings.to_dict(), "depth": 1, "padding": "valid",
+                              "labels": ["background", "object"], "preprocessing": {}}}  # fmt: skip
+    parser = ConfigParser(inference_config(meta))
+    inferer = parser.get_parsed_content("inferer")
+    assert inferer.tta_axes == (0,)
+    torch.manual_seed(0)
+    net = UNet(spatial_dims=2, in_channels=1, out_channels=2, features=(4, 8), padding="valid").double().eval()
+    image = torch.randn(1, 1, 21, 17, dtype=torch.float64)
+    kw = dict(padding="valid", depth=1, tile_size=(12, 12))
+    expected = predict_probabilities(image, net, tta=True, tta_axes=[0], **kw)
+    assert torch.allclose(inferer(image, net), expected, atol=1e-6)
+    assert not torch.allclose(expected, predict_probabilities(image, net, tta=True, **kw), atol=1e-4)

@@ -163,6 +163,12 @@ def test_flip_tta():
         for d in ([], [1], [2], [1, 2])
     ) / 4
     assert torch.allclose(predict_probabilities(img2, unet, tta=True, **kw), manual.float(), atol=1e-6)
+    # restricted to the axes training mirrored (here spatial axis 1 only): identity + that flip
+    assert flip_axes_combinations(3, [0]) == [(), (0,)]
+    only = (torch.softmax(predict_logits(img2, unet, **kw), 0) + torch.flip(torch.softmax(predict_logits(torch.flip(img2, [2]), unet, **kw), 0), [2])) / 2  # fmt: skip
+    assert torch.allclose(predict_probabilities(img2, unet, tta=True, tta_axes=[1], **kw), only.float(), atol=1e-6)
+    with pytest.raises(ValueError, match="out of range"):
+        flip_axes_combinations(2, [2])
 
 
 def test_keep_largest_per_class():

@@ -241,6 +241,7 @@ def inference_config(meta: Mapping[str, Any]) -> dict[str, Any]:
             "tile_size": list(s["tile_size"]),
             "batch_size": int(s["batch_size"]),
             "tta": tta,
+            "tta_axes": s.get("tta_axes"),
         }
         returns_probabilities = tta
     else:
@@ -253,6 +254,7 @@ def inference_config(meta: Mapping[str, Any]) -> dict[str, Any]:
             "blend": s["blend"],
             "batch_size": int(s["batch_size"]),
             "tta": tta,
+            "tta_axes": s.get("tta_axes"),
         }
         returns_probabilities = True
     # as pipeline.inference.predict.predict_case: probabilities are taken back to the source grid

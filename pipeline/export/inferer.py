@@ -31,6 +31,7 @@ class UNetInferer(Inferer):
         batch_size: int = 4,
         tta: bool = False,
         probabilities: bool = False,
+        tta_axes: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         self.kwargs = dict(
@@ -38,6 +39,7 @@ class UNetInferer(Inferer):
             overlap=float(overlap), blend=blend, batch_size=int(batch_size),
         )  # fmt: skip
         self.tta = bool(tta)
+        self.tta_axes = None if tta_axes is None else tuple(int(a) for a in tta_axes)
         self.probabilities = bool(probabilities) or self.tta
 
     def __call__(self, inputs: Any, network: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -51,7 +53,7 @@ class UNetInferer(Inferer):
             return network(t, *args, **kwargs)
 
         if self.probabilities:
-            return predict_probabilities(x, net, tta=self.tta, **self.kwargs)
+            return predict_probabilities(x, net, tta=self.tta, tta_axes=self.tta_axes, **self.kwargs)
         return predict_logits(x, net, **self.kwargs)
 
 
@@ -59,5 +61,6 @@ class OverlapTileInferer(UNetInferer):
     """`UNetInferer` fixed to valid padding: the U-Net paper's overlap-tile strategy."""
 
     def __init__(self, depth: int, tile_size: Sequence[int], batch_size: int = 4, tta: bool = False,
-                 probabilities: bool = False) -> None:  # fmt: skip
-        super().__init__("valid", depth, tile_size, batch_size=batch_size, tta=tta, probabilities=probabilities)
+                 probabilities: bool = False, tta_axes: Sequence[int] | None = None) -> None:  # fmt: skip
+        super().__init__("valid", depth, tile_size, batch_size=batch_size, tta=tta, probabilities=probabilities,
+                         tta_axes=tta_axes)  # fmt: skip

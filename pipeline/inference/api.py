@@ -60,10 +60,13 @@ def predict_logits(
         return torch.stack([one(x) for x in image])
 
 
-def flip_axes_combinations(spatial_dims: int) -> list[tuple[int, ...]]:
-    """Every subset of the spatial axes (identity included): 4 flips in 2D, 8 in 3D, as nnU-Net mirrors."""
-    axes = range(spatial_dims)
-    return [c for r in range(spatial_dims + 1) for c in itertools.combinations(axes, r)]
+def flip_axes_combinations(spatial_dims: int, axes: Sequence[int] | None = None) -> list[tuple[int, ...]]:
+    """Every subset of `axes` (default: all spatial axes; identity included): 4 flips in 2D, 8 in 3D,
+    as nnU-Net mirrors. Restricted to the axes training mirrored, the net never sees a flip it did not learn."""
+    axes = tuple(range(spatial_dims)) if axes is None else tuple(axes)
+    if any(not 0 <= a < spatial_dims for a in axes):
+        raise ValueError(f"flip axes {axes} out of range for {spatial_dims} spatial dims")
+    return [c for r in range(len(axes) + 1) for c in itertools.combinations(axes, r)]
 
 
 def predict_probabilities(
@@ -77,12 +80,13 @@ def predict_probabilities(
     blend: str = "gaussian",
     batch_size: int = 4,
     tta: bool = False,
+    tta_axes: Sequence[int] | None = None,
     progress: bool = False,
 ) -> torch.Tensor:
     """Softmax probabilities, same shapes as `predict_logits`.
 
-    With `tta`, the mean of the softmax over the image flipped along every combination of spatial
-    axes (2**spatial_dims passes, each flipped back before averaging).
+    With `tta`, the mean of the softmax over the image flipped along every combination of
+    `tta_axes` (default: all spatial axes; 2**len(axes) passes, each flipped back before averaging).
     """
     kwargs = dict(
         padding=padding, depth=depth, tile_size=tile_size, overlap=overlap, blend=blend,
@@ -90,7 +94,7 @@ def predict_probabilities(
     )  # fmt: skip
     nd = len(tile_size)
     first_spatial = image.dim() - nd
-    flips = flip_axes_combinations(nd) if tta else [()]
+    flips = flip_axes_combinations(nd, tta_axes) if tta else [()]
     total: torch.Tensor | None = None
     with torch.no_grad():
         for axes in flips:

@@ -98,7 +98,7 @@ def predict_case(
     prob = predict_probabilities(
         x.as_tensor(), net, padding=settings.padding, depth=settings.depth, tile_size=settings.tile_size,
         overlap=settings.overlap, blend=settings.blend, batch_size=settings.batch_size, tta=settings.tta,
-        progress=progress,
+        tta_axes=settings.tta_axes, progress=progress,
     )  # fmt: skip
     prob = invert_to_source(transform, {"image": x}, prob.detach().float().cpu(), nearest=False)
     # the geometry pipeline.io recorded when it read the file; the mask is written with it exactly

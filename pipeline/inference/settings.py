@@ -19,6 +19,7 @@ class InferenceSettings:
     blend: str = "gaussian"  # sliding window only
     batch_size: int = 4
     tta: bool = False  # flip test-time augmentation
+    tta_axes: tuple[int, ...] | None = None  # the axes TTA mirrors (training's flip axes); None = all
     keep_largest: bool = False  # keep the largest connected component per foreground class
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes carried along (not used here)
 
@@ -30,6 +31,8 @@ class InferenceSettings:
         if self.batch_size < 1 or self.depth < 1 or not self.tile_size or min(self.tile_size) < 1:
             raise ValueError(f"invalid inference settings: {self}")
         object.__setattr__(self, "tile_size", tuple(int(t) for t in self.tile_size))
+        if self.tta_axes is not None:
+            object.__setattr__(self, "tta_axes", tuple(int(a) for a in self.tta_axes))
 
     @classmethod
     def from_config(cls, cfg: Any, model_args: dict[str, Any] | None = None) -> "InferenceSettings":
@@ -45,14 +48,17 @@ class InferenceSettings:
             blend=inf.blend,
             batch_size=inf.batch_size,
             tta=inf.tta,
+            tta_axes=cfg.train.augment.flip_axes,
             keep_largest=inf.keep_largest_component,
         )
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["tile_size"] = list(self.tile_size)
+        d["tta_axes"] = None if self.tta_axes is None else list(self.tta_axes)
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "InferenceSettings":
-        return cls(**{**d, "tile_size": tuple(d["tile_size"])})
+        axes = d.get("tta_axes")
+        return cls(**{**d, "tile_size": tuple(d["tile_size"]), "tta_axes": None if axes is None else tuple(axes)})
