@@ -10,7 +10,8 @@ elastic deformation. Scores, on the validation slices, from the evaluate stage's
 the imported labels: Dice and IoU of the membrane and cell classes, pixel error (1 - accuracy)
 and the foreground-restricted Rand error (`skimage.metrics.adapted_rand_error`, which ignores
 label 0 of the truth) between the 4-connected components of the cell class in prediction and
-truth. Also the CPU wall time of training.
+truth. Also the CPU wall time of training, and a diagnostic table: membrane Dice at thresholds on
+p(membrane) other than the argmax's, on the validation and the training slices.
 
 The exported model (<wd>/exported/) is what gets scored on the held-out slices outside ../shared/.
 
@@ -77,6 +78,41 @@ def score(cfg: Any, class_names: list[str]) -> tuple[list[list[Any]], dict[str, 
     return rows, means
 
 
+SWEEP_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+
+
+def threshold_sweep(cfg: Any, class_names: list[str]) -> list[list[Any]]:
+    """Membrane Dice of `p(membrane) > t` per threshold, on the validation slices and on the training
+    slices, from best.pt with the evaluate stage's inference settings (on the preprocessed grid,
+    which for ISBI is the source grid). A diagnostic, not a tuning step: it says how much an argmax
+    leaves on the table (val) and how well the net fits what it trained on (train)."""
+    import numpy as np
+    import torch
+
+    from pipeline.evaluation.metrics import case_metrics
+    from pipeline.inference import InferenceSettings, predict_probabilities
+    from pipeline.inference.predict import load_trained_net
+    from pipeline.training.data import case_dicts, load_case_arrays
+
+    pre_dir = Path(cfg.preprocess.output_dir)
+    manifest = load_manifest(pre_dir)
+    net, ckpt = load_trained_net(Path(cfg.train.output_dir) / "best.pt", "cpu")
+    s = InferenceSettings.from_config(cfg, ckpt["model_args"])
+    membrane = class_names.index("membrane")
+    rows = []
+    for split in ("val", "train"):
+        dice = {t: [] for t in SWEEP_THRESHOLDS}
+        for case in case_dicts(manifest, pre_dir, split):
+            image, label = load_case_arrays(case)
+            prob = predict_probabilities(torch.from_numpy(image), net, padding=s.padding, depth=s.depth,
+                                         tile_size=s.tile_size, batch_size=s.batch_size)[membrane]  # fmt: skip
+            for t in SWEEP_THRESHOLDS:
+                pred = (prob > t).long()[None]
+                dice[t].append(case_metrics(pred, torch.from_numpy(label == membrane).long(), 2)[1]["dice"])
+        rows.append([f"{split}: {len(dice[SWEEP_THRESHOLDS[0]])}", *(float(np.mean(dice[t])) for t in SWEEP_THRESHOLDS)])
+    return rows
+
+
 def main() -> None:
     p = acc.accuracy_parser(__doc__.splitlines()[0], "isbi", "isbi2012-2d.yaml")
     args = p.parse_args()
@@ -129,6 +165,9 @@ def main() -> None:
          ["Rand error", m["rand_error"], "0.0382 (paper, hidden test set; challenge's own Rand)"],
          ["training wall min", train_s / 60, "<= 60"]],
     ))  # fmt: skip
+    print()
+    print("Membrane Dice at a threshold on p(membrane) (diagnostic; the pipeline uses the argmax, t = 0.5):")
+    print(common.markdown_table(["split: slices", *(f"t={t}" for t in SWEEP_THRESHOLDS)], threshold_sweep(cfg, class_names)))
     print()
     print(acc.stage_table(times))
     common.emit_result("isbi2012_val_membrane_dice", m["dice_membrane"], TARGET_MEMBRANE_DICE, "Dice")
