@@ -6,7 +6,6 @@ Every test reads data made by the real embedded path: `synthesize` (small) -> pr
 from __future__ import annotations
 
 import csv
-import itertools
 import os
 from pathlib import Path
 
@@ -244,12 +243,13 @@ def test_flips_only_mirror_the_allowed_axes(flip_axes: list[int] | None) -> None
     from monai.transforms import Compose
 
     from pipeline.config import AugmentConfig
+    from pipeline.inference import flip_axes_combinations
     from pipeline.training.data import flip_transforms
 
     x = torch.arange(2 * 3 * 4, dtype=torch.float32).reshape(1, 2, 3, 4)
     chain = Compose(flip_transforms(["image"], AugmentConfig(flip_axes=flip_axes, prob=1.0), dims=3))
     chain.set_random_state(0)
-    subsets = [c for n in range(4) for c in itertools.combinations(range(3), n)]
+    subsets = flip_axes_combinations(3)
     seen: set[int] = set()
     for _ in range(60):
         out = torch.as_tensor(chain({"image": x.clone()})["image"])

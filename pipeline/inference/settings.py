@@ -60,5 +60,4 @@ class InferenceSettings:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "InferenceSettings":
-        axes = d.get("tta_axes")
-        return cls(**{**d, "tile_size": tuple(d["tile_size"]), "tta_axes": None if axes is None else tuple(axes)})
+        return cls(**{**d, "tile_size": tuple(d["tile_size"])})  # __post_init__ makes tta_axes a tuple
