@@ -231,6 +231,9 @@ class Config(_Strict):
 
 def _describe(err: dict[str, Any]) -> str:
     key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    if not err["loc"] and err["type"] == "value_error":
+        # a cross-field check of Config: its message names the keys; the input would be the whole config
+        return str(err["ctx"]["error"]) if "error" in err.get("ctx", {}) else err["msg"]
     if err["type"] == "extra_forbidden":
         return f"{key}: unknown key (value {err.get('input')!r}); check the spelling against configs/"
     return f"{key}: {err['msg']} (got {err.get('input')!r})"

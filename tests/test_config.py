@@ -49,8 +49,9 @@ def test_wrong_type_and_mismatched_dims(tmp_path):
 
 def test_flip_axes_out_of_range_is_named(tmp_path):
     for axes in ([2], [0, 0], []):
-        with pytest.raises(ConfigError, match=r"train\.augment\.flip_axes=.* must be distinct axes in 0\.\.1"):
+        with pytest.raises(ConfigError, match=r"train\.augment\.flip_axes=.* must be distinct axes in 0\.\.1") as err:
             load_config(_write(tmp_path, {"data": {"spatial_dims": 2}, "train": {"augment": {"flip_axes": axes}}}))
+        assert "'spatial_dims'" not in str(err.value), "a cross-field error must not dump the whole config"
 
 
 def test_overrides_apply_dotted_keys(tmp_path):
