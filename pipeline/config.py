@@ -135,7 +135,11 @@ class TrainConfig(_Strict):
     grad_clip: float | None = Field(12.0, gt=0)
     bf16: bool = False
     val_every: int = Field(1, ge=1)
+    # DataLoader worker processes (each re-seeded per epoch and worker id); 0 = in the training process
     num_workers: int = Field(0, ge=0)
+    # RAM cache of whole preprocessed cases, in GiB; the rest are read patch by patch from
+    # memory-mapped arrays. None = 30 % of the memory available at start, split over the node's ranks.
+    cache_gb: float | None = Field(None, ge=0)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
 
     @field_validator("patch_size")

@@ -16,7 +16,9 @@ with a `dataset.json` beside `images/` whose `labels` declare the indices. Witho
 import fails listing the raw values found. An `msd` import may pass `--labels` too (names and
 a raw->class mapping instead of the dataset.json's).
 
-Nothing is written until every case is read and mapped; the output appears atomically.
+Every case is staged beside `out` and checked by the validator preprocess uses (readable, shapes
+and geometry of label vs image, dimensionality, channel count, declared label values, NaN/Inf);
+only a dataset that passes replaces `out`, atomically, and only then does `dvc add` run.
 """
 
 from __future__ import annotations
@@ -359,7 +361,45 @@ def import_dataset(src: str | Path, out: str | Path = "data", layout: str | None
             case_ids=[c.id for c in cases],
         )  # fmt: skip
         write_text_atomic(tmp / DATASET_JSON, dumps(dataset))
+        # the checks preprocess runs, on what was staged: a refused dataset never replaces `out`
+        _validate_staged(tmp, cases, src, n_channels=len(channel_names), n_labels=len(names))
     return dataset
+
+
+def _source_of(case: SourceCase, staged: Path) -> dict[str, str]:
+    """Staged file -> the source it came from, so that errors name the user's own files."""
+    out: dict[str, str] = {}
+    for c in range(max(len(case.images), case.channels_in_4d)):
+        src = case.images[0] if case.channels_in_4d else case.images[min(c, len(case.images) - 1)]
+        name = str(src) if isinstance(src, Path) else f"{case.id} (image page)"
+        out[str(staged / image_relpath(case.id, c))] = name
+    out[str(staged / label_relpath(case.id))] = str(case.label) if isinstance(case.label, Path) else f"{case.id} (label page)"
+    return out
+
+
+def _validate_staged(staged: Path, cases: list[SourceCase], src: Path, n_channels: int, n_labels: int) -> None:
+    """Run preprocess's validator on the staged dataset; its problems name the source files."""
+    import os
+
+    from pipeline.data.canonical import load_dataset
+    from pipeline.data.validation import validate_cases
+
+    info = load_dataset(staged)
+    try:
+        validate_cases(
+            info.cases, where=src, spatial_dims=None, label_values=range(n_labels), in_channels=n_channels,
+            num_workers=min(2, os.cpu_count() or 1),
+        )  # fmt: skip
+    except DatasetError as exc:
+        names: dict[str, str] = {}
+        for case in cases:
+            names.update(_source_of(case, staged))
+        problems = []
+        for problem in exc.problems:
+            for staged_name, source_name in sorted(names.items(), key=lambda kv: -len(kv[0])):
+                problem = problem.replace(staged_name, source_name)
+            problems.append(problem.replace(str(staged), str(src)))
+        raise DatasetError(problems, header=f"{src}: not imported, nothing written ({len(problems)} problem(s))") from None
 
 
 def _modality(meta: dict[str, Any]) -> str:

@@ -40,8 +40,11 @@ def _class_names(cfg: Config, info: DatasetInfo) -> list[str]:
 
 def _process_case(case: Case, *, spec: dict[str, Any], out_dir: Path, weights: dict[str, Any] | None) -> dict[str, Any]:
     """One case through the chain; returns its manifest entry (paths relative to preprocessed/)."""
+    import zlib
+
     import numpy as np
 
+    from pipeline.data.patches import sample_locations
     from pipeline.data.transforms import preprocessing_transforms
     from pipeline.data.weight_map import border_weight_map
 
@@ -54,11 +57,14 @@ def _process_case(case: Case, *, spec: dict[str, Any], out_dir: Path, weights: d
         "image": f"{CASES}/{case.id}_image.npy",
         "label": f"{CASES}/{case.id}_label.npy",
         "weight": None,
+        "locations": f"{CASES}/{case.id}_locations.npz",
         "shape": list(image.shape[1:]),
         "spacing": [float(s) for s in d["image"].pixdim.tolist()],
     }
     np.save(out_dir / f"{case.id}_image.npy", image)
     np.save(out_dir / f"{case.id}_label.npy", label)
+    # where training centres its patches, so it never scans a whole label map per patch
+    np.savez(out_dir / f"{case.id}_locations.npz", **sample_locations(label[0], seed=zlib.crc32(case.id.encode())))
     if weights is not None:
         w = border_weight_map(label[0], n_classes=weights["n_classes"], w0=weights["w0"], sigma=weights["sigma"],
                               background=weights["background"])  # fmt: skip

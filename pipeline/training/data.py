@@ -1,10 +1,12 @@
 """MONAI data feeding for training: the preprocessed cases -> balanced, augmented patches.
 
 The preprocess stage has already normalised and resampled every case (`preprocessed/`, see
-docs/ARCHITECTURE.md), so only loading, patch sampling and augmentation happen here. Patch
-geometry follows the network: in 'valid' mode the image patch is the legal input size around the
-requested output patch and the label (and weight map) is the centre crop the network actually
-predicts; in 'same' mode both are the patch size.
+docs/ARCHITECTURE.md), so only patch reading and augmentation happen here. Patches are read
+lazily (`pipeline.data.patches`): memory-mapped windows around stored foreground/background
+locations, with whole cases kept in RAM only up to `train.cache_gb`. Patch geometry follows the
+network: in 'valid' mode the image patch is the legal input size around the requested output
+patch and the label (and weight map) is the centre crop the network actually predicts; in 'same'
+mode both are the patch size.
 """
 
 from __future__ import annotations
@@ -72,6 +74,12 @@ def check_manifest(manifest: dict[str, Any], cfg: Config, root: Path) -> None:
         missing = sorted(set(listed) - ids)
         if missing:
             raise ManifestError(f"{where}: split {split!r} names cases not in 'cases': {missing[:5]}")
+    no_locations = [c["id"] for c in manifest["cases"] if not c.get("locations")]
+    if no_locations:
+        raise ManifestError(
+            f"{where}: cases {no_locations[:5]} have no stored patch locations (written by an older "
+            "preprocess); re-run the preprocess stage"
+        )
     if cfg.train.loss == "weighted_ce":
         no_weight = [c["id"] for c in manifest["cases"] if c["id"] in manifest["splits"]["train"] and not c.get("weight")]
         if no_weight:
@@ -107,25 +115,19 @@ def flip_transforms(keys: Sequence[str], aug: AugmentConfig, dims: int) -> list[
     return [RandFlipd(keys=list(keys), prob=aug.prob / len(axes), spatial_axis=axis) for axis in axes]
 
 
-def train_transforms(cfg: Config, keys: tuple[str, ...]) -> Any:
-    """Load -> pad -> fg/bg-balanced crop -> elastic/rotate/flip/intensity -> label centre crop."""
-    from monai.data import NumpyReader
+def train_transforms(cfg: Config, keys: tuple[str, ...], store: Any) -> Any:
+    """Lazy fg/bg-balanced window read -> elastic/rotate/flip/intensity -> label centre crop."""
     from monai.transforms import (
-        BorderPadd,
         CenterSpatialCropd,
         Compose,
-        DeleteItemsd,
         EnsureTyped,
-        FgBgToIndicesd,
-        LoadImaged,
         RandAffined,
-        RandCropByPosNegLabeld,
         RandGaussianNoised,
         RandScaleIntensityd,
         RandShiftIntensityd,
-        SpatialPadd,
     )
 
+    from pipeline.data.patches import RandPatchd
     from pipeline.training.augment import RandElasticd
 
     geo = patch_geometry(cfg)
@@ -134,29 +136,10 @@ def train_transforms(cfg: Config, keys: tuple[str, ...]) -> Any:
     others = tuple(k for k in keys if k != "image")
     # label by nearest neighbour; image and weight map interpolated
     modes = tuple("nearest" if k == "label" else "bilinear" for k in keys)
-    pos = cfg.train.pos_fraction
     chain: list[Any] = [
-        LoadImaged(keys=list(keys), reader=NumpyReader(channel_dim=0), image_only=True),
+        # the window around a stored fg/bg location, borders mirrored as overlap-tile inference does
+        RandPatchd(store, keys, geo.input_size, geo.margin, cfg.train.pos_fraction),
         EnsureTyped(keys=list(keys), track_meta=False),
-    ]
-    if geo.margin:
-        # mirror the borders as overlap-tile inference does, so border pixels get real-looking context
-        chain.append(BorderPadd(keys=list(keys), spatial_border=geo.margin, mode="symmetric"))
-    chain += [
-        SpatialPadd(keys=list(keys), spatial_size=geo.input_size, mode="symmetric"),
-        FgBgToIndicesd(keys="label", fg_postfix="_fg", bg_postfix="_bg"),
-        # deterministic up to here: CacheDataset keeps the result
-        RandCropByPosNegLabeld(
-            keys=list(keys),
-            label_key="label",
-            spatial_size=geo.input_size,
-            pos=pos,
-            neg=1.0 - pos,
-            num_samples=1,
-            fg_indices_key="label_fg",
-            bg_indices_key="label_bg",
-        ),
-        DeleteItemsd(keys=["label_fg", "label_bg"]),
     ]
     if aug.elastic:
         chain.append(
@@ -192,9 +175,10 @@ def train_transforms(cfg: Config, keys: tuple[str, ...]) -> Any:
 class RepeatDataset:
     """`length` samples drawn cyclically from `base`: an epoch is a number of iterations, not of cases."""
 
-    def __init__(self, base: Any, length: int) -> None:
+    def __init__(self, base: Any, length: int, store: Any = None) -> None:
         self.base = base
         self.length = length
+        self.store = store  # the CaseStore the patches come from (for its cache figures)
 
     def __len__(self) -> int:
         return self.length
@@ -203,15 +187,32 @@ class RepeatDataset:
         return self.base[index % len(self.base)]
 
 
-def train_dataset(cfg: Config, manifest: dict[str, Any], root: Path, world_size: int = 1) -> RepeatDataset:
-    """Cached MONAI dataset of the train split, sized to iterations_per_epoch x batch x ranks."""
-    from monai.data import CacheDataset
+def case_store(cfg: Config, manifest: dict[str, Any], root: Path, keys: Sequence[str], processes_per_node: int = 1) -> Any:
+    """The train split as a `CaseStore`: cached in RAM up to `train.cache_gb`, memory-mapped beyond."""
+    from pipeline.data.patches import CaseStore, StoredCase, cache_budget_bytes
+
+    by_id = {c["id"]: c for c in manifest["cases"]}
+    cases = [
+        StoredCase(
+            id=cid,
+            arrays={k: Path(root) / by_id[cid][k] for k in keys},
+            shape=tuple(by_id[cid]["shape"]),
+            locations=Path(root) / by_id[cid]["locations"],
+        )
+        for cid in manifest["splits"]["train"]
+    ]
+    return CaseStore(cases, cache_budget_bytes(cfg.train.cache_gb, processes_per_node))
+
+
+def train_dataset(cfg: Config, manifest: dict[str, Any], root: Path, world_size: int = 1, processes_per_node: int = 1) -> RepeatDataset:
+    """Patches of the train split, read lazily, sized to iterations_per_epoch x batch x ranks."""
+    from monai.data import Dataset
 
     with_weight = cfg.train.loss == "weighted_ce"
     keys = ("image", "label", "weight") if with_weight else ("image", "label")
-    cases = case_dicts(manifest, root, "train", with_weight)
-    base = CacheDataset(data=cases, transform=train_transforms(cfg, keys), cache_rate=1.0, num_workers=0, progress=False)
-    return RepeatDataset(base, cfg.train.iterations_per_epoch * cfg.train.batch_size * world_size)
+    store = case_store(cfg, manifest, root, keys, processes_per_node)
+    base = Dataset(data=[{"case": i} for i in range(len(store))], transform=train_transforms(cfg, keys, store))
+    return RepeatDataset(base, cfg.train.iterations_per_epoch * cfg.train.batch_size * world_size, store)
 
 
 def train_loader(cfg: Config, dataset: RepeatDataset, epoch_seed: int, rank: int = 0, world_size: int = 1) -> Any:

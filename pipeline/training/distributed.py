@@ -67,3 +67,8 @@ def all_reduce_mean(info: DistInfo, value: float) -> float:
 def teardown(info: DistInfo) -> None:
     if info.distributed and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
+
+
+def local_world_size() -> int:
+    """Processes on this node (torchrun's LOCAL_WORLD_SIZE): they share the node's RAM cache budget."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", "1"))

@@ -159,14 +159,17 @@ def _train(cfg: Config, max_epochs: int | None, info: D.DistInfo) -> TrainOutcom
             run.finish("FINISHED")
         return TrainOutcome(start, best_metric, best_epoch, history, run.run_id if run else None)
 
-    dataset = train_dataset(cfg, manifest, root, info.world_size)
+    dataset = train_dataset(cfg, manifest, root, info.world_size, D.local_world_size())
+    store = dataset.store
     val_cases = case_dicts(manifest, root, "val")
     with_weight = cfg.train.loss == "weighted_ce"
     _say(
         info,
         f"training {cfg.name}: {cfg.data.spatial_dims}D {cfg.model.padding} U-Net {list(cfg.model.features)}, "
         f"input patch {list(geo.input_size)} -> output {list(geo.output_size)}, "
-        f"{len(manifest['splits']['train'])} train / {len(val_cases)} val cases, {info.world_size} process(es) on {info.device}",
+        f"{len(manifest['splits']['train'])} train / {len(val_cases)} val cases, {info.world_size} process(es) on {info.device}; "
+        f"{store.cached_cases}/{len(store)} train cases cached in RAM ({store.cached_bytes / 2**20:.0f} MiB), "
+        "the rest read patch by patch",
     )
 
     status = "FAILED"
