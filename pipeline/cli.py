@@ -49,6 +49,12 @@ def _cmd_predict(args: argparse.Namespace) -> None:
     main(args)
 
 
+def _cmd_config(args: argparse.Namespace) -> None:
+    from pipeline.config import complete_yaml
+
+    print(complete_yaml(load_stage_config(args)), end="")
+
+
 def _cmd_model_summary(args: argparse.Namespace) -> None:
     from pipeline.model.summary import summary
 
@@ -85,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
         add_config_args(p)
         _stage_module(name).add_arguments(p)
         p.set_defaults(func=_cmd_stage)
+    config_parser = sub.add_parser(
+        "config", help="print the complete config (every key, defaults written out), e.g. > params.yaml for dvc repro"
+    )
+    add_config_args(config_parser)
+    config_parser.set_defaults(func=_cmd_config)
     summary_parser = sub.add_parser("model-summary", help="print the network's sizes, margin and parameter count")
     add_config_args(summary_parser)
     summary_parser.set_defaults(func=_cmd_model_summary)

@@ -233,6 +233,24 @@ class Config(_Strict):
         return out
 
 
+class _FlowListDumper(yaml.SafeDumper):
+    """Block mappings, one-line lists: how the presets in configs/ are written."""
+
+
+_FlowListDumper.add_representer(
+    list, lambda dumper, data: dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=True)
+)
+
+
+def complete_yaml(cfg: Config) -> str:
+    """Every key of the schema with its value, defaults written out.
+
+    `params.yaml` holds this form: DVC can only track a param key that the file spells out, and a
+    default that changes in code then shows up as a changed key in `dvc params diff`.
+    """
+    return yaml.dump(cfg.model_dump(mode="json"), Dumper=_FlowListDumper, sort_keys=False, width=110)
+
+
 def _describe(err: dict[str, Any]) -> str:
     key = ".".join(str(p) for p in err["loc"]) or "(top level)"
     if not err["loc"] and err["type"] == "value_error":

@@ -25,6 +25,36 @@ def test_params_yaml_is_the_synthetic_default(repo_root):
     assert load_config(repo_root / "params.yaml") == load_config(repo_root / "configs" / "synthetic-2d.yaml")
 
 
+def _keys(node, prefix=""):
+    if not isinstance(node, dict):
+        return {prefix}
+    return {k for key, value in node.items() for k in _keys(value, f"{prefix}.{key}" if prefix else key)} | ({prefix} - {""})
+
+
+def test_params_yaml_spells_out_every_key(repo_root):
+    """DVC tracks params key by key and fails on a declared key the file lacks: params.yaml holds
+    every key of the schema, exactly what `unet-pipeline config` writes (comments aside)."""
+    from pipeline.config import Config, complete_yaml
+
+    written = yaml.safe_load((repo_root / "params.yaml").read_text())
+    assert _keys(written) == _keys(Config().model_dump(mode="json"))
+    cfg = load_config(repo_root / "params.yaml")
+    body = "\n".join(line for line in (repo_root / "params.yaml").read_text().splitlines() if not line.startswith("#"))
+    assert body + "\n" == complete_yaml(cfg)
+
+
+@pytest.mark.parametrize("name", ["hippocampus-3d", "isbi2012-2d"])
+def test_config_command_writes_a_complete_equivalent_config(tmp_path, repo_root, capsys, name):
+    from pipeline.cli import main
+
+    assert main(["config", "-c", str(repo_root / "configs" / f"{name}.yaml"), "-S", "train.epochs=3"]) == 0
+    out = tmp_path / "params.yaml"
+    out.write_text(capsys.readouterr().out)
+    expected = load_config(repo_root / "configs" / f"{name}.yaml", {"train.epochs": 3})
+    assert load_config(out) == expected
+    assert _keys(yaml.safe_load(out.read_text())) == _keys(expected.model_dump(mode="json"))
+
+
 def test_unknown_key_is_named(tmp_path):
     with pytest.raises(ConfigError, match=r"train\.epoch: unknown key"):
         load_config(_write(tmp_path, {"train": {"epoch": 3}}))

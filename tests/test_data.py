@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -242,3 +243,82 @@ def test_import_inside_a_dvc_repo_runs_dvc_add(tmp_path: Path, capsys: pytest.Ca
     assert capsys.readouterr().out.rstrip().endswith("done")
     out = yaml.safe_load((repo / "data.dvc").read_text())["outs"][0]
     assert out["path"] == "data" and out["nfiles"] == 5
+
+
+def _v2_tree(root: Path, defect: str) -> Path:
+    """An nnU-Net v2 tree of three 3D cases; `b_case` carries `defect`."""
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    affine = np.diag([1.2, 0.8, 0.8, 1.0])
+    for cid in ("a_case", "b_case", "c_case"):
+        label = np.zeros((8, 9, 10), np.uint8)
+        label[2:5, 3:6, 4:8] = 1
+        image = label.astype(np.float32) * 100 + 5
+        label_affine = affine
+        if cid == "b_case":
+            if defect == "shape":
+                label = np.pad(label, ((0, 0), (0, 0), (0, 2)))
+            elif defect == "affine":
+                label_affine = np.diag([1.2, 0.8, 1.6, 1.0])
+            elif defect == "4d":
+                image = np.stack([image, image], axis=-1)
+            elif defect == "undeclared":
+                label[0, 0, 0] = 3
+        nib.save(nib.Nifti1Image(image, affine), root / "imagesTr" / f"{cid}_0000.nii.gz")
+        nib.save(nib.Nifti1Image(label, label_affine), root / "labelsTr" / f"{cid}.nii.gz")
+    meta = {"channel_names": {"0": "MR"}, "labels": {"background": 0, "hippocampus": 1}, "numTraining": 3, "file_ending": ".nii.gz"}
+    (root / "dataset.json").write_text(json.dumps(meta))
+    return root
+
+
+DEFECTS = {  # defect -> (the file the error must name, what it must say)
+    "shape": ("labelsTr/b_case.nii.gz", "does not match image"),
+    "affine": ("labelsTr/b_case.nii.gz", "geometry (affine) differs"),
+    "4d": ("imagesTr/b_case_0000.nii.gz", "4D image, but"),
+    "undeclared": ("labelsTr/b_case.nii.gz", "outside the declared set"),
+}
+
+
+@pytest.fixture
+def synth_repo(tmp_path: Path, repo_root: Path) -> Path:
+    """A fresh clone's state after `data synth`: data/ generated, data.dvc committed, no DVC cache yet."""
+    import shutil
+    import subprocess
+
+    dvc = Path(sys.executable).parent / "dvc"
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    subprocess.run([str(dvc), "init", "-q"], cwd=repo, check=True)
+    shutil.copy2(repo_root / "data.dvc", repo / "data.dvc")
+    assert cli(["data", "synth", "--out", str(repo / "data")]) == 0
+    return repo
+
+
+@pytest.mark.parametrize("defect", sorted(DEFECTS))
+def test_import_refuses_a_bad_dataset_and_changes_nothing(
+    tmp_path: Path, synth_repo: Path, defect: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each defect preprocess would refuse is refused at import: exit 2, the source file named,
+    and data/, data.dvc and the DVC cache byte-for-byte as before."""
+    src = _v2_tree(tmp_path / "Dataset004_Bad", defect)
+    before = {name: _digest(synth_repo / name) for name in ("data", ".dvc")}
+    data_dvc = (synth_repo / "data.dvc").read_bytes()
+    capsys.readouterr()
+    assert cli(["data", "import", str(src), "--out", str(synth_repo / "data")]) == 2
+    err = capsys.readouterr().err
+    where, what = DEFECTS[defect]
+    assert str(src / where) in err and what in err, err
+    assert "tmp-" not in err, err  # problems name the user's files, never the staging copy
+    assert {name: _digest(synth_repo / name) for name in ("data", ".dvc")} == before
+    assert (synth_repo / "data.dvc").read_bytes() == data_dvc
+    assert not any(p.name.startswith(".data.") for p in synth_repo.iterdir()), "staging directory left behind"
+
+
+def test_import_lists_every_problem_of_every_case(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = _v2_tree(tmp_path / "Dataset005_Bad", "shape")
+    nib.save(nib.Nifti1Image(np.full((8, 9, 10), 7, np.uint8), np.diag([1.2, 0.8, 0.8, 1.0])), src / "labelsTr" / "c_case.nii.gz")
+    assert cli(["data", "import", str(src), "--out", str(tmp_path / "data")]) == 2
+    err = capsys.readouterr().err
+    assert "2 problem(s)" in err and "b_case.nii.gz" in err and "c_case.nii.gz" in err, err
+    assert not (tmp_path / "data").exists()

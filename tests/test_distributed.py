@@ -59,3 +59,65 @@ def test_torchrun_two_processes_one_run(tmp_path: Path, tmp_path_factory: pytest
     assert run.data.params["train.iterations_per_epoch"] == "3"  # the -S override reached the run
     assert run.data.tags["train_complete"] == "false"
     assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == [1]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _checkpoint_digest(path: Path) -> str:
+    from pipeline.model import UNet
+    from pipeline.training.checkpoint import weights_digest
+
+    state = torch.load(path, weights_only=True)
+    net = UNet(**state["model_args"])
+    net.load_state_dict(state["model"])
+    return weights_digest(net.named_parameters())
+
+
+def test_torchrun_two_nodes_c10d_identical_weights(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Two separate `torchrun --nnodes 2 --nproc_per_node 1` node agents meet through a c10d
+    rendezvous on localhost (gloo); after a few iterations both ranks hold the weights that rank 0
+    saved, bit for bit."""
+    import re
+
+    torchrun = Path(sys.executable).parent / "torchrun"
+    if not torchrun.is_file():
+        pytest.skip(f"{torchrun} not found")
+    prepare_data(tmp_path, tmp_path_factory.mktemp("ddp2_data"), dims=2)
+    cfg = make_config(2, "valid", train={"epochs": 1, "iterations_per_epoch": 3, "batch_size": 2})
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "OMP_NUM_THREADS": "1",
+           "PYTHONUNBUFFERED": "1"}  # fmt: skip
+    repo = Path(__file__).resolve().parents[1]
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(repo), env.get("PYTHONPATH")]))
+    port = _free_port()
+    node = [
+        str(torchrun), "--nnodes", "2", "--nproc_per_node", "1", "--rdzv_backend", "c10d",
+        "--rdzv_endpoint", f"127.0.0.1:{port}", "--rdzv_id", "two-node-test", "--local_addr", "127.0.0.1",
+        "-m", "pipeline.stages.train", "-c", "cfg.yaml",
+    ]  # fmt: skip
+    procs = [
+        subprocess.Popen(node, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         encoding="utf-8", errors="replace")  # fmt: skip
+        for _ in range(2)
+    ]
+    outs = []
+    for p in procs:
+        try:
+            outs.append(p.communicate(timeout=300)[0])
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            raise
+    assert [p.returncode for p in procs] == [0, 0], "\n=====\n".join(o[-3000:] for o in outs)
+    text = "\n".join(outs)
+    digests = dict(re.findall(r"rank (\d)/2: finished at epoch 1, weights sha256 ([0-9a-f]{64})", text))
+    assert set(digests) == {"0", "1"}, text[-4000:]
+    assert digests["0"] == digests["1"], "the two nodes ended with different weights"
+    assert digests["0"] == _checkpoint_digest(tmp_path / "checkpoints" / "last.pt")
+    assert "2 process(es) on cpu" in text

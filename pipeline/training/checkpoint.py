@@ -20,7 +20,7 @@ import torch
 from pipeline.config import Config
 
 # settings that do not change the numbers a training produces; editing them keeps a checkpoint resumable
-_NEUTRAL_TRAIN_KEYS = ("output_dir", "num_workers", "val_every")
+_NEUTRAL_TRAIN_KEYS = ("output_dir", "num_workers", "val_every", "cache_gb")
 
 
 def config_hash(cfg: Config) -> str:
@@ -29,6 +29,19 @@ def config_hash(cfg: Config) -> str:
     train = {k: v for k, v in dump["train"].items() if k not in _NEUTRAL_TRAIN_KEYS}
     key = {"seed": dump["seed"], "data": dump["data"], "model": dump["model"], "train": train}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def weights_digest(named_tensors: Any) -> str:
+    """SHA-256 over (name, bytes) of the parameters, in name order: equal iff the weights are equal.
+
+    DDP ranks print it when they finish, so identical replicas can be checked across machines
+    (buffers such as batch-norm running statistics are per rank and left out).
+    """
+    h = hashlib.sha256()
+    for name, tensor in sorted((str(k), v) for k, v in dict(named_tensors).items()):
+        h.update(name.encode())
+        h.update(tensor.detach().to("cpu").contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def rng_state() -> dict[str, Any]:

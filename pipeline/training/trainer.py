@@ -40,6 +40,7 @@ class TrainOutcome:
     best_epoch: int
     history: list[dict[str, Any]]
     run_id: str | None
+    weights_sha256: str = ""  # of the parameters this process ended with (ckpt.weights_digest)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -102,7 +103,12 @@ def train(cfg: Config, max_epochs: int | None = None) -> TrainOutcome:
     try:
         outcome = _train(cfg, max_epochs, info)
         if info.distributed:  # every rank says it got through (the one line a non-zero rank prints)
-            print(f"rank {info.rank}/{info.world_size}: finished at epoch {outcome.epochs_done}", file=sys.stderr, flush=True)
+            print(
+                f"rank {info.rank}/{info.world_size}: finished at epoch {outcome.epochs_done}, "
+                f"weights sha256 {outcome.weights_sha256}",
+                file=sys.stderr,
+                flush=True,
+            )
         return outcome
     finally:
         D.teardown(info)
@@ -157,7 +163,8 @@ def _train(cfg: Config, max_epochs: int | None, info: D.DistInfo) -> TrainOutcom
         if info.is_main:
             write_history(history, class_names, reports / HISTORY_FILE)
             run.finish("FINISHED")
-        return TrainOutcome(start, best_metric, best_epoch, history, run.run_id if run else None)
+        return TrainOutcome(start, best_metric, best_epoch, history, run.run_id if run else None,
+                            ckpt.weights_digest(net.named_parameters()))  # fmt: skip
 
     dataset = train_dataset(cfg, manifest, root, info.world_size, D.local_world_size())
     store = dataset.store
@@ -260,4 +267,5 @@ def _train(cfg: Config, max_epochs: int | None, info: D.DistInfo) -> TrainOutcom
                 if stop == cfg.train.epochs:
                     run.log_artifact(reports / HISTORY_FILE, "train")
             run.finish(status)
-    return TrainOutcome(stop, best_metric, best_epoch, history, run.run_id if run else None)
+    digest = ckpt.weights_digest(net.named_parameters())
+    return TrainOutcome(stop, best_metric, best_epoch, history, run.run_id if run else None, digest)
