@@ -20,9 +20,10 @@ def _store(tmp_path: Path, arrays: dict[str, np.ndarray], cache_bytes: int) -> C
     for key, arr in arrays.items():
         paths[key] = tmp_path / f"c_{key}.npy"
         np.save(paths[key], arr)
-    loc = tmp_path / "c_locations.npz"
-    np.savez(loc, **sample_locations(arrays["label"][0], seed=0))
-    return CaseStore([StoredCase("c", paths, arrays["image"].shape[1:], loc)], cache_bytes)
+    loc = tmp_path / "c_locations.npy"
+    locations, n_fg = sample_locations(arrays["label"][0], seed=0)
+    np.save(loc, locations)
+    return CaseStore([StoredCase("c", paths, arrays["image"].shape[1:], loc, n_fg)], cache_bytes)
 
 
 def test_reflect_matches_numpy_symmetric_padding() -> None:
@@ -110,7 +111,7 @@ def test_loader_is_seeded_in_and_across_workers(tmp_path: Path, tmp_path_factory
 
 
 def test_training_reads_no_whole_volume_when_not_cached(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch) -> None:
-    """With cache_gb=0 every read goes through a memory map and returns just the window."""
+    """With cache_gb=0 every read (patch window or location) goes through a memory map."""
     from pipeline.data.manifest import load_manifest
     from pipeline.training.data import train_dataset, train_loader
 
@@ -120,7 +121,7 @@ def test_training_reads_no_whole_volume_when_not_cached(tmp_path: Path, tmp_path
     real_load = np.load
 
     def spy(file, *args, **kwargs):
-        loads.append(kwargs.get("mmap_mode") if str(file).endswith(".npy") else "npz")
+        loads.append(kwargs.get("mmap_mode"))
         return real_load(file, *args, **kwargs)
 
     ds = train_dataset(cfg, load_manifest(root), root)
@@ -128,5 +129,4 @@ def test_training_reads_no_whole_volume_when_not_cached(tmp_path: Path, tmp_path
     monkeypatch.setattr(np, "load", spy)
     for batch in train_loader(cfg, ds, epoch_seed=1):
         assert tuple(batch["image"].shape[2:]) == (16, 16, 16)
-    npy = [m for m in loads if m != "npz"]
-    assert npy and all(m == "r" for m in npy), loads
+    assert loads and all(m == "r" for m in loads), loads  # arrays and locations alike

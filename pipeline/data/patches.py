@@ -1,10 +1,12 @@
 """Patches read lazily from the preprocessed arrays: memory flat in the number of cases.
 
 The preprocess stage writes every case as `.npy` arrays plus a sample of its foreground and
-background voxel locations (`<id>_locations.npz`, as nnU-Net keeps its class locations). A
+background voxel locations (`<id>_locations.npy`: the foreground's flat indices, then the
+background's; the manifest says how many are foreground), as nnU-Net keeps its class locations. A
 training sample picks a centre from those locations and reads only the window around it from a
-memory-mapped array, so a patch costs a patch's worth of IO whatever the volume size, and no case
-is ever held whole unless the RAM cache (`train.cache_gb`) has room for it.
+memory-mapped array (and one entry of the memory-mapped locations), so a patch costs a patch's
+worth of IO whatever the volume size, and no case is ever held whole unless the RAM cache
+(`train.cache_gb`) has room for it.
 
 Geometry matches what mirror-padding the whole volume and cropping would give: the window lives in
 a virtual volume padded by `margin` on each side (the valid net's context, mirrored as overlap-tile
@@ -30,18 +32,18 @@ MAX_LOCATIONS = 100_000
 DEFAULT_CACHE_FRACTION = 0.3
 
 
-def sample_locations(label: np.ndarray, seed: int, limit: int = MAX_LOCATIONS) -> dict[str, np.ndarray]:
-    """Flat indices of foreground (label > 0) and background voxels, each at most `limit`,
-    drawn uniformly without replacement (sorted, so the file compresses and reads in order)."""
+def sample_locations(label: np.ndarray, seed: int, limit: int = MAX_LOCATIONS) -> tuple[np.ndarray, int]:
+    """Flat indices of foreground (label > 0) voxels, then of background ones, each at most
+    `limit`, drawn uniformly without replacement and sorted; returns (indices, number of fg)."""
     flat = np.asarray(label).reshape(-1)
     rng = np.random.default_rng(seed)
-    out = {}
-    for kind, where in (("fg", flat > 0), ("bg", flat == 0)):
+    parts = []
+    for where in (flat > 0, flat == 0):
         idx = np.flatnonzero(where)
         if idx.size > limit:
             idx = np.sort(rng.choice(idx, limit, replace=False))
-        out[kind] = idx.astype(np.int64)
-    return out
+        parts.append(idx.astype(np.int64))
+    return np.concatenate(parts), int(parts[0].size)
 
 
 def available_memory_bytes() -> int:
@@ -70,7 +72,8 @@ class StoredCase:
     id: str
     arrays: dict[str, Path]  # key (image, label, weight) -> .npy
     shape: tuple[int, ...]
-    locations: Path
+    locations: Path  # .npy: n_fg foreground flat indices, then background ones
+    n_fg: int
 
 
 class CaseStore:
@@ -84,35 +87,41 @@ class CaseStore:
     def __init__(self, cases: Sequence[StoredCase], cache_bytes: int = 0) -> None:
         self.cases = list(cases)
         self._ram: dict[tuple[int, str], np.ndarray] = {}
-        self._locations: dict[int, Mapping[str, np.ndarray]] = {}
         used = 0
         for i, case in enumerate(self.cases):
-            size = sum(p.stat().st_size for p in case.arrays.values()) + case.locations.stat().st_size
+            files = {**case.arrays, "locations": case.locations}
+            size = sum(p.stat().st_size for p in files.values())
             if used + size > cache_bytes:
                 break
-            for key, path in case.arrays.items():
+            for key, path in files.items():
                 self._ram[(i, key)] = np.load(path)
-            self._locations[i] = self._load_locations(i)
             used += size
-        self.cached_cases = len(self._locations)
+        self.cached_cases = len({i for i, _ in self._ram})
         self.cached_bytes = used
 
     def __len__(self) -> int:
         return len(self.cases)
 
-    def _load_locations(self, i: int) -> Mapping[str, np.ndarray]:
-        with np.load(self.cases[i].locations) as z:
-            return {"fg": z["fg"], "bg": z["bg"]}
+    def _array(self, i: int, key: str) -> np.ndarray:
+        arr = self._ram.get((i, key))
+        if arr is None:
+            path = self.cases[i].locations if key == "locations" else self.cases[i].arrays[key]
+            arr = np.load(path, mmap_mode="r")
+        return arr
 
-    def locations(self, i: int) -> Mapping[str, np.ndarray]:
-        cached = self._locations.get(i)
-        return cached if cached is not None else self._load_locations(i)
+    def pick_location(self, i: int, foreground: bool, rng: np.random.RandomState) -> int:
+        """A random stored flat index of case `i`, foreground or background (the other kind when
+        the case has none of the asked one)."""
+        n_fg = self.cases[i].n_fg
+        locations = self._array(i, "locations")
+        n_bg = locations.shape[0] - n_fg
+        if (foreground and n_fg) or not n_bg:
+            return int(locations[rng.randint(n_fg)])
+        return int(locations[n_fg + rng.randint(n_bg)])
 
     def read_window(self, i: int, key: str, index: Sequence[np.ndarray]) -> np.ndarray:
         """`array[:, index[0], index[1], ...]` (outer indexing) reading only the bounding slab."""
-        arr = self._ram.get((i, key))
-        if arr is None:
-            arr = np.load(self.cases[i].arrays[key], mmap_mode="r")
+        arr = self._array(i, key)
         lo = [int(ix.min()) for ix in index]
         slab = np.asarray(arr[(slice(None), *(slice(a, int(ix.max()) + 1) for a, ix in zip(lo, index)))])
         local = [ix - a for a, ix in zip(lo, index)]
@@ -150,10 +159,7 @@ class RandPatchd(Randomizable, Transform):
     def window(self, i: int) -> list[np.ndarray]:
         """Source indices per spatial axis of a random window of case `i`."""
         shape = self.store.cases[i].shape
-        locs = self.store.locations(i)
-        use_fg = locs["fg"].size > 0 and (locs["bg"].size == 0 or self.R.rand() < self.pos)
-        pool = locs["fg"] if use_fg else locs["bg"]
-        centre = np.unravel_index(int(pool[self.R.randint(pool.size)]), shape)
+        centre = np.unravel_index(self.store.pick_location(i, self.R.rand() < self.pos, self.R), shape)
         index = []
         for c, n, size in zip(centre, shape, self.input_size):
             padded = max(n + 2 * self.margin, size)

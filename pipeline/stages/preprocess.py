@@ -57,14 +57,15 @@ def _process_case(case: Case, *, spec: dict[str, Any], out_dir: Path, weights: d
         "image": f"{CASES}/{case.id}_image.npy",
         "label": f"{CASES}/{case.id}_label.npy",
         "weight": None,
-        "locations": f"{CASES}/{case.id}_locations.npz",
+        "locations": f"{CASES}/{case.id}_locations.npy",
         "shape": list(image.shape[1:]),
         "spacing": [float(s) for s in d["image"].pixdim.tolist()],
     }
     np.save(out_dir / f"{case.id}_image.npy", image)
     np.save(out_dir / f"{case.id}_label.npy", label)
     # where training centres its patches, so it never scans a whole label map per patch
-    np.savez(out_dir / f"{case.id}_locations.npz", **sample_locations(label[0], seed=zlib.crc32(case.id.encode())))
+    locations, entry["n_fg"] = sample_locations(label[0], seed=zlib.crc32(case.id.encode()))
+    np.save(out_dir / f"{case.id}_locations.npy", locations)
     if weights is not None:
         w = border_weight_map(label[0], n_classes=weights["n_classes"], w0=weights["w0"], sigma=weights["sigma"],
                               background=weights["background"])  # fmt: skip

@@ -74,7 +74,7 @@ def check_manifest(manifest: dict[str, Any], cfg: Config, root: Path) -> None:
         missing = sorted(set(listed) - ids)
         if missing:
             raise ManifestError(f"{where}: split {split!r} names cases not in 'cases': {missing[:5]}")
-    no_locations = [c["id"] for c in manifest["cases"] if not c.get("locations")]
+    no_locations = [c["id"] for c in manifest["cases"] if not c.get("locations") or "n_fg" not in c]
     if no_locations:
         raise ManifestError(
             f"{where}: cases {no_locations[:5]} have no stored patch locations (written by an older "
@@ -198,6 +198,7 @@ def case_store(cfg: Config, manifest: dict[str, Any], root: Path, keys: Sequence
             arrays={k: Path(root) / by_id[cid][k] for k in keys},
             shape=tuple(by_id[cid]["shape"]),
             locations=Path(root) / by_id[cid]["locations"],
+            n_fg=int(by_id[cid]["n_fg"]),
         )
         for cid in manifest["splits"]["train"]
     ]
