@@ -44,7 +44,7 @@ def _module_name(rel: str) -> str:
 @cache
 def _lazy_exports(package_file: str) -> dict[str, str]:
     """A package `__init__`'s `_EXPORTS = {"name": "module", ...}` table, if it has one."""
-    tree = ast.parse((REPO / package_file).read_text())
+    tree = ast.parse((REPO / package_file).read_text(encoding="utf-8"))
     for node in tree.body:
         if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "_EXPORTS" for t in node.targets):
             return {k: v for k, v in ast.literal_eval(node.value).items()}
@@ -63,7 +63,7 @@ def imported_files(rel: str, top_level_only: bool = False) -> frozenset[str]:
     here = _module_name(rel)
     is_pkg = rel.endswith("__init__.py")
     modules: set[str] = set()
-    tree = ast.parse((REPO / rel).read_text())
+    tree = ast.parse((REPO / rel).read_text(encoding="utf-8"))
     nodes = tree.body if top_level_only else ast.walk(tree)
     for node in nodes:
         if isinstance(node, ast.Import):
@@ -159,7 +159,7 @@ def params_read(stage: str) -> set[str]:
     """Dotted config paths the stage's code reads (maximal chains on `cfg`)."""
     out: set[str] = set()
     for f in code_closure(stage):
-        for chain in _maximal_chains(ast.parse((REPO / f).read_text()), "cfg"):
+        for chain in _maximal_chains(ast.parse((REPO / f).read_text(encoding="utf-8")), "cfg"):
             out.update(_resolve(chain))
     return out
 

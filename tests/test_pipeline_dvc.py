@@ -61,7 +61,7 @@ def repro(fresh_repo: Path, env: dict[str, str]) -> Path:
     """`make repro` on the fresh repo, each stage process logging the files it opens; returns the log."""
     venv_bin = Path(sys.executable).parent
     # CI-sized: one short epoch (the same edit `dvc exp run -S train.epochs=1` makes)
-    params = yaml.safe_load((fresh_repo / "params.yaml").read_text())
+    params = yaml.safe_load((fresh_repo / "params.yaml").read_text(encoding="utf-8"))
     params["train"].update(epochs=1, iterations_per_epoch=4)
     (fresh_repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     log = fresh_repo.parent / "opened.tsv"
@@ -77,8 +77,8 @@ def _dvc(*args: str) -> list[str]:
 
 
 def test_make_repro_on_fresh_clone(fresh_repo: Path, env: dict[str, str], repro: Path, repo_root: Path):
-    committed_data_dvc = (repo_root / "data.dvc").read_text()
-    assert (fresh_repo / "data.dvc").read_text() == committed_data_dvc, "synth output differs from committed data.dvc"
+    committed_data_dvc = (repo_root / "data.dvc").read_text(encoding="utf-8")
+    assert (fresh_repo / "data.dvc").read_text(encoding="utf-8") == committed_data_dvc, "synth output differs from committed data.dvc"
     for path in ["preprocessed/manifest.json", "checkpoints/best.pt", "reports/metrics.json", "exported/model.onnx",
                  "exported/model.ts", "exported/configs/metadata.json", "exported/configs/inference.json",
                  "exported/models/model.ts"]:
@@ -126,7 +126,7 @@ def test_dvc_yaml_declares_what_each_stage_uses(fresh_repo: Path, repro: Path, r
     """Code: deps == the import closure. Params: every key the code reads is declared, and every
     declared key is read. Files: every file a stage opened is a dep or its own output, and every
     non-code dep was opened."""
-    stages = yaml.safe_load((repo_root / "dvc.yaml").read_text())["stages"]
+    stages = yaml.safe_load((repo_root / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
     assert list(stages) == list(stage_deps.STAGES)
     opened = _opened(repro, fresh_repo)
     package_files = {p.relative_to(repo_root).as_posix() for p in (repo_root / stage_deps.PACKAGE).rglob("*.py")}
