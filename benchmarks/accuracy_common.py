@@ -28,17 +28,43 @@ MARKER = ".unet_benchmark_workdir"  # a work dir we created, so wiping it on the
 
 def accuracy_parser(description: str, name: str, preset: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--quick", action="store_true", help="reduced run (few cases, 1 short epoch; < 60 s), same code path")
-    p.add_argument("--workdir", type=Path, default=Path(f"/tmp/bench_{name}"), help=f"where everything goes (default: /tmp/bench_{name}); wiped first")
-    p.add_argument("--config", type=Path, default=common.REPO / "configs" / preset, help=f"preset config (default: configs/{preset})")
-    p.add_argument("--set", "-S", action="append", default=[], metavar="KEY=VALUE", help="config override, e.g. -S train.lr=3e-4 (repeatable)")
+    p.add_argument(
+        "--quick", action="store_true", help="reduced run (few cases, 1 short epoch; < 60 s), same code path"
+    )
+    p.add_argument(
+        "--workdir",
+        type=Path,
+        default=Path(f"/tmp/bench_{name}"),
+        help=f"where everything goes (default: /tmp/bench_{name}); wiped first",
+    )
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=common.REPO / "configs" / preset,
+        help=f"preset config (default: configs/{preset})",
+    )
+    p.add_argument(
+        "--set",
+        "-S",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override, e.g. -S train.lr=3e-4 (repeatable)",
+    )
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--epochs", type=int, default=None, help="train.epochs (default: the preset's)")
     budget.add_argument(
-        "--minutes", type=float, default=None,
+        "--minutes",
+        type=float,
+        default=None,
         help="training wall-time budget: a timed 1-epoch probe run, then train.epochs = what fits in the rest",
-    )  # fmt: skip
-    p.add_argument("--shared-data", type=Path, default=None, help="the shared datasets folder (default: $UNET_SHARED_DATA or ../shared/data)")
+    )
+    p.add_argument(
+        "--shared-data",
+        type=Path,
+        default=None,
+        help="the shared datasets folder (default: $UNET_SHARED_DATA or ../shared/data)",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: all cores)")
     return p
 
@@ -48,7 +74,9 @@ def prepare_workdir(workdir: Path) -> Path:
     workdir = workdir.expanduser().resolve()
     if workdir.exists():
         if not (workdir / MARKER).is_file() and any(workdir.iterdir()):
-            raise SystemExit(f"error: --workdir {workdir} exists, is not empty and was not made by a benchmark; pick another")
+            raise SystemExit(
+                f"error: --workdir {workdir} exists, is not empty and was not made by a benchmark; pick another"
+            )
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True)
     (workdir / MARKER).write_text("made by benchmarks/accuracy_*.py; wiped on the next run\n")
@@ -170,7 +198,9 @@ def run_stages(cfg: Any, workdir: Path, minutes: float | None) -> tuple[Any, dic
         if minutes is not None:
             epochs, times["train_probe"], _ = epochs_for_budget(cfg, workdir, minutes)
             cfg.train.epochs = epochs
-        times["train"] = _timed(f"train ({cfg.train.epochs} epochs x {cfg.train.iterations_per_epoch} iterations)", train.run, cfg)
+        times["train"] = _timed(
+            f"train ({cfg.train.epochs} epochs x {cfg.train.iterations_per_epoch} iterations)", train.run, cfg
+        )
         times["evaluate"] = _timed("evaluate", evaluate.run, cfg)
         times["export"] = _timed("export", export.run, cfg)
     finally:

@@ -79,8 +79,16 @@ def score(cfg: Any, class_names: list[str]) -> tuple[list[list[Any]], dict[str, 
         ref = NNUNET_DICE.get(name.lower(), float("nan"))
         rows.append([name, float(d.mean()), float(np.median(d)), float(d.min()), float(i.mean()), ref])
     means["mean"] = float(np.mean([means[class_names[k]] for k in fg]))
-    rows.append(["mean of labels", means["mean"], float("nan"), float("nan"),
-                 float(np.mean([np.mean(per[f"iou_{class_names[k]}"]) for k in fg])), float(np.mean(list(NNUNET_DICE.values())))])  # fmt: skip
+    rows.append(
+        [
+            "mean of labels",
+            means["mean"],
+            float("nan"),
+            float("nan"),
+            float(np.mean([np.mean(per[f"iou_{class_names[k]}"]) for k in fg])),
+            float(np.mean(list(NNUNET_DICE.values()))),
+        ]
+    )
     return rows, means, val_ids
 
 
@@ -126,9 +134,15 @@ def main() -> None:
         f"train {len(split['train'])} cases ({split['train'][0]}..{split['train'][-1]}), validate {len(val_ids)} ({val_ids[0]}..{val_ids[-1]})"
     )
     print(f"- work dir {wd} (exported model: {wd / 'exported'})")
-    print(f"- training wall time {train_s / 60:.1f} min ({train_s:.0f} s{', incl. the budget probe' if 'train_probe' in times else ''})")
+    print(
+        f"- training wall time {train_s / 60:.1f} min ({train_s:.0f} s{', incl. the budget probe' if 'train_probe' in times else ''})"
+    )
     print()
-    print(common.markdown_table(["label", "Dice mean", "Dice median", "Dice min", "IoU mean", "nnU-Net Dice (Decathlon)"], rows))
+    print(
+        common.markdown_table(
+            ["label", "Dice mean", "Dice median", "Dice min", "IoU mean", "nnU-Net Dice (Decathlon)"], rows
+        )
+    )
     print()
     print(acc.stage_table(times))
     common.emit_result("hippocampus_val_mean_dice_anterior_posterior", means["mean"], baseline, "Dice")

@@ -119,7 +119,9 @@ def time_calls(fn: Callable[[], Any], device: str, warmup: int, repeats: int) ->
     return times
 
 
-def time_until(fn: Callable[[], Any], device: str, warmup: int, min_steps: int, min_seconds: float, max_steps: int) -> tuple[int, float]:
+def time_until(
+    fn: Callable[[], Any], device: str, warmup: int, min_steps: int, min_seconds: float, max_steps: int
+) -> tuple[int, float]:
     """Run fn at least `min_steps` times and until `min_seconds` passed (at most `max_steps`).
 
     Returns (steps, seconds) of the timed part: throughput = steps / seconds.
@@ -191,7 +193,7 @@ class PeakMemory:
         self.cuda_peak_mb: float | None = None
         self.reset_ok = False
 
-    def __enter__(self) -> "PeakMemory":
+    def __enter__(self) -> PeakMemory:
         _trim_heap()
         self.reset_ok = _reset_peak_rss()
         self.start_mb = (_status_kb("VmRSS") or 0) / 1024
@@ -234,7 +236,7 @@ def fmt(x: Any, digits: int = 3) -> str:
     if isinstance(x, float):
         if math.isnan(x):
             return "n/a"
-        if x != 0 and (abs(x) >= 1e5 or abs(x) < 10 ** -(digits)):
+        if x != 0 and (abs(x) >= 1e5 or abs(x) < 10**-(digits)):
             return f"{x:.{digits}g}"
         return f"{x:,.{digits}f}"
     return str(x)

@@ -113,9 +113,15 @@ def build_nets(dims: int, features: list[int], norm: str, device: str) -> dict[s
     if len(features) == 5:
         monai_norm: Any = None if norm == "none" else ((norm, {"affine": True}) if norm == "instance" else norm)
         nets["monai"] = BasicUNet(
-            spatial_dims=dims, in_channels=1, out_channels=2, features=(*features, features[0]),
-            act=("relu", {"inplace": True}), norm=monai_norm, dropout=0.0, upsample="deconv",
-        )  # fmt: skip
+            spatial_dims=dims,
+            in_channels=1,
+            out_channels=2,
+            features=(*features, features[0]),
+            act=("relu", {"inplace": True}),
+            norm=monai_norm,
+            dropout=0.0,
+            upsample="deconv",
+        )
     else:
         nets["monai"] = nets["same"]
     return {k: v.to(device).eval() for k, v in nets.items()}
@@ -145,8 +151,19 @@ def whole_image_reference(image: Any, net: Any, depth: int, padding: str) -> Any
     return out[(slice(None), *(slice(0, n) for n in size))]
 
 
-def run_rows(scene: str, image: Any, nets: dict[str, Any], depth: int, tile: Sequence[int], roi: Sequence[int],
-             batch: int, device: str, warmup: int, repeats: int, reference: bool) -> list[dict[str, Any]]:  # fmt: skip
+def run_rows(
+    scene: str,
+    image: Any,
+    nets: dict[str, Any],
+    depth: int,
+    tile: Sequence[int],
+    roi: Sequence[int],
+    batch: int,
+    device: str,
+    warmup: int,
+    repeats: int,
+    reference: bool,
+) -> list[dict[str, Any]]:
     """Time every strategy on one image; returns one record per table row."""
     import torch
     from monai.inferers import sliding_window_inference
@@ -158,17 +175,41 @@ def run_rows(scene: str, image: Any, nets: dict[str, Any], depth: int, tile: Seq
     monai_label = "BasicUNet" if nets["monai"] is not nets["same"] else "our same UNet"
     whole = tuple(image.shape[1:])  # one output tile covering the image: legal for a valid net, same result
     cases: list[tuple[str, str, str, Any, Any]] = [
-        ("ours overlap-tile", "our valid UNet", f"tile out {tuple(tile)}", nets["valid"],
-         lambda n: overlap_tile(image, n, depth, tile, batch)),
-        ("ours overlap-tile, whole-image tile", "our valid UNet", f"tile out >= {whole}", nets["valid"],
-         lambda n: overlap_tile(image, n, depth, whole, batch)),
-    ]  # fmt: skip
+        (
+            "ours overlap-tile",
+            "our valid UNet",
+            f"tile out {tuple(tile)}",
+            nets["valid"],
+            lambda n: overlap_tile(image, n, depth, tile, batch),
+        ),
+        (
+            "ours overlap-tile, whole-image tile",
+            "our valid UNet",
+            f"tile out >= {whole}",
+            nets["valid"],
+            lambda n: overlap_tile(image, n, depth, whole, batch),
+        ),
+    ]
     for ov in (0.25, 0.5):
-        cases.append((f"ours sliding window {ov}", "our same UNet", f"roi {tuple(roi)}", nets["same"],
-                      lambda n, ov=ov: sliding_window(image, n, roi, ov, "gaussian", batch, depth)))  # fmt: skip
+        cases.append(
+            (
+                f"ours sliding window {ov}",
+                "our same UNet",
+                f"roi {tuple(roi)}",
+                nets["same"],
+                lambda n, ov=ov: sliding_window(image, n, roi, ov, "gaussian", batch, depth),
+            )
+        )
     for ov in (0.25, 0.5):
-        cases.append((f"MONAI sliding_window_inference {ov}", monai_label, f"roi {tuple(roi)}", nets["monai"],
-                      lambda n, ov=ov: sliding_window_inference(image[None], roi, batch, n, overlap=ov, mode="gaussian")[0]))  # fmt: skip
+        cases.append(
+            (
+                f"MONAI sliding_window_inference {ov}",
+                monai_label,
+                f"roi {tuple(roi)}",
+                nets["monai"],
+                lambda n, ov=ov: sliding_window_inference(image[None], roi, batch, n, overlap=ov, mode="gaussian")[0],
+            )
+        )
 
     refs: dict[int, Any] = {}
     rows = []
@@ -183,16 +224,29 @@ def run_rows(scene: str, image: Any, nets: dict[str, Any], depth: int, tile: Seq
             with torch.no_grad():
                 pred = torch.as_tensor(fn(net))
                 if id(net) not in refs:
-                    refs[id(net)] = whole_image_reference(image, net, depth, "valid" if net is nets["valid"] else "same")
+                    refs[id(net)] = whole_image_reference(
+                        image, net, depth, "valid" if net is nets["valid"] else "same"
+                    )
                 ref = refs[id(net)]
             agree = float((pred.argmax(0) == ref.argmax(0)).float().mean()) * 100
             max_diff = float((pred - ref).abs().max())
         sec = common.median(times)
-        rows.append({
-            "scene": scene, "method": name, "net": net_label, "window": window, "sec": sec,
-            "images_s": 1.0 / sec, "mvox_s": voxels / sec / 1e6, "waste": 1.0 - voxels / out_vox,
-            "input_ratio": in_vox / voxels, "mem": mem.describe(), "agree": agree, "max_diff": max_diff,
-        })  # fmt: skip
+        rows.append(
+            {
+                "scene": scene,
+                "method": name,
+                "net": net_label,
+                "window": window,
+                "sec": sec,
+                "images_s": 1.0 / sec,
+                "mvox_s": voxels / sec / 1e6,
+                "waste": 1.0 - voxels / out_vox,
+                "input_ratio": in_vox / voxels,
+                "mem": mem.describe(),
+                "agree": agree,
+                "max_diff": max_diff,
+            }
+        )
         print(f"  done {scene}: {name} {sec:.3f} s", flush=True)
     return rows
 
@@ -201,13 +255,22 @@ def main() -> None:
     p = common.base_parser(__doc__.splitlines()[0])
     p.add_argument("--features2d", default="32,64,128,256,512", help="2D widths (default: configs/isbi2012-2d.yaml)")
     p.add_argument("--features3d", default="16,32,64,128", help="3D widths (default: configs/hippocampus-3d.yaml)")
-    p.add_argument("--norm2d", default="batch", choices=["batch", "instance", "none"], help="2D norm (ISBI config: batch)")
-    p.add_argument("--norm3d", default="instance", choices=["batch", "instance", "none"], help="3D norm (hippocampus config: instance)")
+    p.add_argument(
+        "--norm2d", default="batch", choices=["batch", "instance", "none"], help="2D norm (ISBI config: batch)"
+    )
+    p.add_argument(
+        "--norm3d",
+        default="instance",
+        choices=["batch", "instance", "none"],
+        help="3D norm (hippocampus config: instance)",
+    )
     p.add_argument("--tile2d", type=int, default=196, help="overlap-tile output tile edge, 2D (ISBI config: 196)")
     p.add_argument("--roi2d", type=int, default=256, help="sliding-window ROI edge, 2D")
     p.add_argument("--tile3d", type=int, default=64, help="overlap-tile output tile edge, 3D")
     p.add_argument("--roi3d", type=int, default=64, help="sliding-window ROI edge, 3D")
-    p.add_argument("--volume", default=None, help="3D volume: a NIfTI path or an edge length for a random cube (default: 128)")
+    p.add_argument(
+        "--volume", default=None, help="3D volume: a NIfTI path or an edge length for a random cube (default: 128)"
+    )
     p.add_argument("--batch", type=int, default=4, help="tiles/windows per forward pass (inference.batch_size)")
     p.add_argument("--repeats", type=int, default=None, help="timed runs per row (median reported)")
     p.add_argument("--no-reference", action="store_true", help="skip the whole-image-pass agreement columns")
@@ -241,29 +304,64 @@ def main() -> None:
             raise SystemExit(f"error: {scene} ROI {roi} must be a multiple of 2**depth = {2**depth}")
         nets = build_nets(len(tile), feats, norm, device)
         notes.append(f"{scene}: {source}, widths {feats} (depth {depth}), norm {norm}, batch {args.batch}")
-        rows += run_rows(scene, image, nets, depth, tile, roi, args.batch, device, warmup, repeats, not args.no_reference)
+        rows += run_rows(
+            scene, image, nets, depth, tile, roi, args.batch, device, warmup, repeats, not args.no_reference
+        )
         del nets
 
     mem_h = common.memory_header(device)
-    headers = ["scene", "method", "net", "window", "s / image", "images/s", "Mvoxels/s", "overlap waste",
-               "input / image", mem_h, "argmax agreement w/ whole pass (%)", "max abs logit diff"]  # fmt: skip
-    table = [[r["scene"], r["method"], r["net"], r["window"], r["sec"], r["images_s"], r["mvox_s"], r["waste"],
-              r["input_ratio"], r["mem"], r["agree"], r["max_diff"]] for r in rows]  # fmt: skip
+    headers = [
+        "scene",
+        "method",
+        "net",
+        "window",
+        "s / image",
+        "images/s",
+        "Mvoxels/s",
+        "overlap waste",
+        "input / image",
+        mem_h,
+        "argmax agreement w/ whole pass (%)",
+        "max abs logit diff",
+    ]
+    table = [
+        [
+            r["scene"],
+            r["method"],
+            r["net"],
+            r["window"],
+            r["sec"],
+            r["images_s"],
+            r["mvox_s"],
+            r["waste"],
+            r["input_ratio"],
+            r["mem"],
+            r["agree"],
+            r["max_diff"],
+        ]
+        for r in rows
+    ]
     print()
     print(f"## Whole-image inference ({'quick' if args.quick else 'full'} run, {device})")
     print(f"machine: {common.machine_info(device)}")
     for n in notes:
         print(f"- {n}")
-    print(f"- timing: median of {repeats} run(s) after {warmup} warm-up; random weights (no trained model), equal widths")
+    print(
+        f"- timing: median of {repeats} run(s) after {warmup} warm-up; random weights (no trained model), equal widths"
+    )
     print()
     print(common.markdown_table(headers, table))
     row_2d = {r["method"]: r for r in rows if r["scene"] == "2D"}
     base = row_2d["MONAI sliding_window_inference 0.5"]
     print()
     for method in ("ours overlap-tile", "ours overlap-tile, whole-image tile"):
-        print(f"2D {method} vs MONAI sliding window (overlap 0.5): {row_2d[method]['images_s'] / base['images_s']:.2f}x")
+        print(
+            f"2D {method} vs MONAI sliding window (overlap 0.5): {row_2d[method]['images_s'] / base['images_s']:.2f}x"
+        )
     ours = row_2d["ours overlap-tile, whole-image tile"]
-    common.emit_result("inference_2d_images_per_s_overlap_tile_vs_monai_swi_0.5", ours["images_s"], base["images_s"], "images/s")
+    common.emit_result(
+        "inference_2d_images_per_s_overlap_tile_vs_monai_swi_0.5", ours["images_s"], base["images_s"], "images/s"
+    )
 
 
 if __name__ == "__main__":

@@ -57,16 +57,21 @@ def _config(workdir: Path, args: Any, cache_gb: float, ids: list[str]) -> Any:
             "seed": 0,
             "data": {"root": str(workdir / "data"), "spatial_dims": 3, "modality": "other"},
             "preprocess": {
-                "output_dir": str(workdir / "preprocessed"), "normalization": "zscore", "num_workers": 2,
+                "output_dir": str(workdir / "preprocessed"),
+                "normalization": "zscore",
+                "num_workers": 2,
                 "split": {"train": ids[:-1], "val": ids[-1:]},
             },
             "model": {"features": [8, 16, 32], "padding": "same", "norm": "instance"},
             "train": {
-                "batch_size": 2, "patch_size": [min(64, size)] * 3, "iterations_per_epoch": args.iterations,
-                "cache_gb": cache_gb, "num_workers": 0,
+                "batch_size": 2,
+                "patch_size": [min(64, size)] * 3,
+                "iterations_per_epoch": args.iterations,
+                "cache_gb": cache_gb,
+                "num_workers": 0,
                 "augment": {"elastic": False, "rotate": True, "flip": True, "intensity": True},
             },
-        },  # fmt: skip
+        },
         "<memory_scale>",
     )
 
@@ -140,9 +145,11 @@ def _run_child(phase: str, cfg: Any, workdir: Path, warmup: int) -> dict[str, An
     cfg_path = workdir / f"{phase}.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
     proc = subprocess.run(
-        [sys.executable, __file__, CHILD, phase, str(cfg_path), str(warmup)], capture_output=True, text=True,
+        [sys.executable, __file__, CHILD, phase, str(cfg_path), str(warmup)],
+        capture_output=True,
+        text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )  # fmt: skip
+    )
     if proc.returncode != 0:
         raise SystemExit(f"error: {phase} in {workdir} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     line = next(x for x in proc.stdout.splitlines()[::-1] if x.startswith("RESULT "))
@@ -189,9 +196,13 @@ def main() -> None:
     p.add_argument("--small", type=int, default=20, help="cases in the small dataset (default 20)")
     p.add_argument("--large", type=int, default=400, help="cases in the large dataset (default 400)")
     p.add_argument("--size", type=int, default=128, help="case edge length in voxels (default 128)")
-    p.add_argument("--iterations", type=int, default=40, help="training iterations per run (default 40; the first 5 are warm-up)")
+    p.add_argument(
+        "--iterations", type=int, default=40, help="training iterations per run (default 40; the first 5 are warm-up)"
+    )
     p.add_argument("--cache-gb", type=float, default=0.1, help="train.cache_gb of the lazy runs (default 0.1)")
-    p.add_argument("--workdir", type=Path, default=Path("/tmp/bench_memory"), help="wiped first (default /tmp/bench_memory)")
+    p.add_argument(
+        "--workdir", type=Path, default=Path("/tmp/bench_memory"), help="wiped first (default /tmp/bench_memory)"
+    )
     args = p.parse_args()
     if args.quick:
         args.small, args.large, args.size, args.iterations, args.cache_gb = 4, 24, 48, 12, 0.005
@@ -204,7 +215,11 @@ def main() -> None:
     pool_ids = make_source(pool, args.small, args.size)
 
     rows, results = [], {}
-    plan = [("small", args.small, args.cache_gb), ("large", args.large, args.cache_gb), ("small, all in RAM", args.small, 1024.0)]
+    plan = [
+        ("small", args.small, args.cache_gb),
+        ("large", args.large, args.cache_gb),
+        ("small, all in RAM", args.small, 1024.0),
+    ]
     for label, n, cache_gb in plan:
         wd = args.workdir / label.split(",")[0]
         if not (wd / "preprocessed" / "manifest.json").is_file():
@@ -218,19 +233,49 @@ def main() -> None:
         on_disk = _bytes(wd / "preprocessed" / "cases")
         results[label] = {"pre": pre, "train": train, "bytes": on_disk}
         peak = max(pre["peak_rss_mb"], train["peak_rss_mb"])
-        rows.append([label, n, f"{on_disk / 2**30:.2f}", f"{cache_gb:g}", f"{train['cached_cases']}/{train['cases']}",
-                     pre["seconds"], pre["peak_rss_mb"], train["peak_rss_mb"], peak, train["samples_per_s"]])  # fmt: skip
+        rows.append(
+            [
+                label,
+                n,
+                f"{on_disk / 2**30:.2f}",
+                f"{cache_gb:g}",
+                f"{train['cached_cases']}/{train['cases']}",
+                pre["seconds"],
+                pre["peak_rss_mb"],
+                train["peak_rss_mb"],
+                peak,
+                train["samples_per_s"],
+            ]
+        )
         print(f"{label}: {json.dumps(results[label])}", flush=True)
 
-    print(f"\n{args.size}^3 cases, {args.iterations} iterations of batch 2 ({warmup} warm-up), patch {min(64, args.size)}^3\n")
-    print(common.markdown_table(
-        ["run", "cases", "preprocessed GiB", "cache_gb", "cached cases", "preprocess s", "preprocess peak RSS MiB",
-         "train peak RSS MiB", "peak RSS MiB", "samples/s"], rows))  # fmt: skip
+    print(
+        f"\n{args.size}^3 cases, {args.iterations} iterations of batch 2 ({warmup} warm-up), patch {min(64, args.size)}^3\n"
+    )
+    print(
+        common.markdown_table(
+            [
+                "run",
+                "cases",
+                "preprocessed GiB",
+                "cache_gb",
+                "cached cases",
+                "preprocess s",
+                "preprocess peak RSS MiB",
+                "train peak RSS MiB",
+                "peak RSS MiB",
+                "samples/s",
+            ],
+            rows,
+        )
+    )
     small, large, ram = results["small"], results["large"], results["small, all in RAM"]
     peak = {k: max(v["pre"]["peak_rss_mb"], v["train"]["peak_rss_mb"]) for k, v in results.items()}
     speed = large["train"]["samples_per_s"] / ram["train"]["samples_per_s"]
-    print(f"\npeak RSS large / small: {peak['large'] / peak['small']:.3f} (target <= 1.3); "
-          f"samples/s large / small all-in-RAM: {speed:.3f} (target >= 0.9)")  # fmt: skip
+    print(
+        f"\npeak RSS large / small: {peak['large'] / peak['small']:.3f} (target <= 1.3); "
+        f"samples/s large / small all-in-RAM: {speed:.3f} (target >= 0.9)"
+    )
     assert large["bytes"] > args.cache_gb * 2**30, "the large set must exceed the cache budget"
     common.emit_result("peak_rss_mb_large_vs_small_dataset", peak["large"], peak["small"], "MiB")
 

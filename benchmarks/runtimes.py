@@ -38,8 +38,16 @@ def fresh_model(out_dir: Path, features: list[int], norm: str, tile: int) -> tup
     from pipeline.model import UNet
 
     torch.manual_seed(0)
-    args = {"spatial_dims": 2, "in_channels": 1, "out_channels": 2, "features": features,
-            "padding": "valid", "norm": norm, "dropout": 0.0, "upsample": "transpose"}  # fmt: skip
+    args = {
+        "spatial_dims": 2,
+        "in_channels": 1,
+        "out_channels": 2,
+        "features": features,
+        "padding": "valid",
+        "norm": norm,
+        "dropout": 0.0,
+        "upsample": "transpose",
+    }
     net = UNet(**args).eval()
     # a fresh net's batch-norm running stats are 0/1; give them realistic values so eval mode is not trivial
     with torch.no_grad():
@@ -49,8 +57,14 @@ def fresh_model(out_dir: Path, features: list[int], norm: str, tile: int) -> tup
                 m.running_var.uniform_(0.5, 2.0)
     export_torchscript(net, out_dir / "model.ts")
     export_onnx(net, out_dir / "model.onnx", 2, 1, len(features) - 1, "valid")
-    settings = {"padding": "valid", "depth": len(features) - 1, "tile_size": [tile, tile], "overlap": 0.5,
-                "blend": "gaussian", "batch_size": 4}  # fmt: skip
+    settings = {
+        "padding": "valid",
+        "depth": len(features) - 1,
+        "tile_size": [tile, tile],
+        "overlap": 0.5,
+        "blend": "gaussian",
+        "batch_size": 4,
+    }
     return net, args, settings
 
 
@@ -71,7 +85,9 @@ def exported_model(folder: Path) -> tuple[Any, dict[str, Any], dict[str, Any], d
     return net.eval(), args, dict(up["inference"]), dict(up.get("preprocessing") or {})
 
 
-def whole_case(args_image: str | None, spec: dict[str, Any] | None, dims: int, size2d: int | None, tile: list[int]) -> tuple[Any, str]:
+def whole_case(
+    args_image: str | None, spec: dict[str, Any] | None, dims: int, size2d: int | None, tile: list[int]
+) -> tuple[Any, str]:
     """The whole image (C, *spatial) the per-case latency is measured on, and a description."""
     import numpy as np
     import torch
@@ -106,14 +122,20 @@ def whole_case(args_image: str | None, spec: dict[str, Any] | None, dims: int, s
         return torch.from_numpy(np.ascontiguousarray(arr))[None], src
     shape = [2 * t for t in tile]
     arr = np.random.default_rng(0).normal(size=shape).astype(np.float32)
-    return torch.from_numpy(arr)[None], f"random {'x'.join(map(str, shape))} (2x the tile; pass --image for a real case)"
+    return torch.from_numpy(arr)[
+        None
+    ], f"random {'x'.join(map(str, shape))} (2x the tile; pass --image for a real case)"
 
 
 def main() -> None:
     p = common.base_parser(__doc__.splitlines()[0])
     p.add_argument("--exported", type=Path, default=None, help="an exported/ folder (default: export a fresh net)")
-    p.add_argument("--image", default=None, help="whole-case image file (default: ISBI slice 0, or a random volume in 3D)")
-    p.add_argument("--features", default="32,64,128,256,512", help="fresh net widths (default: configs/isbi2012-2d.yaml)")
+    p.add_argument(
+        "--image", default=None, help="whole-case image file (default: ISBI slice 0, or a random volume in 3D)"
+    )
+    p.add_argument(
+        "--features", default="32,64,128,256,512", help="fresh net widths (default: configs/isbi2012-2d.yaml)"
+    )
     p.add_argument("--norm", default="batch", choices=["batch", "instance", "none"], help="fresh net normalisation")
     p.add_argument("--tile", type=int, default=196, help="fresh net output tile edge (ISBI config: 196)")
     p.add_argument("--repeats", type=int, default=None, help="timed runs per row (median reported)")
@@ -156,14 +178,22 @@ def main() -> None:
         }
 
         x_tile = torch.randn(1, int(margs["in_channels"]), *in_tile)
-        case_kw = dict(padding=padding, depth=depth, tile_size=tile, overlap=float(settings.get("overlap", 0.5)),
-                       blend=str(settings.get("blend", "gaussian")), batch_size=int(settings.get("batch_size", 4)))  # fmt: skip
+        case_kw = dict(
+            padding=padding,
+            depth=depth,
+            tile_size=tile,
+            overlap=float(settings.get("overlap", 0.5)),
+            blend=str(settings.get("blend", "gaussian")),
+            batch_size=int(settings.get("batch_size", 4)),
+        )
         rows, per_case, ref = [], {}, None
         for name, rt in runtimes.items():
             with torch.no_grad(), quiet_jit():
                 tile_times = common.time_calls(lambda: rt(x_tile), device, warmup, repeats)
                 with common.PeakMemory(device) as mem:
-                    case_times = common.time_calls(lambda: predict_logits(image, rt, **case_kw), device, case_warmup, repeats)
+                    case_times = common.time_calls(
+                        lambda: predict_logits(image, rt, **case_kw), device, case_warmup, repeats
+                    )
                 out = predict_logits(image, rt, **case_kw)
             if ref is None:
                 ref = out
@@ -177,23 +207,37 @@ def main() -> None:
     eager = per_case["PyTorch eager"]
     for r in rows:
         r.insert(4, eager / per_case[r[0]])
-    headers = ["runtime", "ms / tile (batch 1)", "s / case", "cases/s", "speedup vs eager (case)",
-               common.memory_header(device) + " (case)", "max abs logit diff vs eager", "argmax agreement (%)"]  # fmt: skip
+    headers = [
+        "runtime",
+        "ms / tile (batch 1)",
+        "s / case",
+        "cases/s",
+        "speedup vs eager (case)",
+        common.memory_header(device) + " (case)",
+        "max abs logit diff vs eager",
+        "argmax agreement (%)",
+    ]
     print()
     print(f"## Runtimes: eager vs TorchScript vs ONNX Runtime ({'quick' if args.quick else 'full'} run, cpu)")
     print(f"machine: {common.machine_info(device)}")
     print(f"- model: {source}; {dims}D, {padding} padding, depth {depth}")
-    print(f"- tile: input {tuple(in_tile)} -> output tile {tuple(tile)}; case: {case_src}, {padding} "
-          f"{'overlap-tile' if padding == 'valid' else 'sliding window'}, batch {case_kw['batch_size']}")  # fmt: skip
-    print(f"- timing: median of {repeats} run(s); per tile after {warmup} warm-up call(s), per case after "
-          f"the tile runs and {case_warmup} warm-up case(s)")
+    print(
+        f"- tile: input {tuple(in_tile)} -> output tile {tuple(tile)}; case: {case_src}, {padding} "
+        f"{'overlap-tile' if padding == 'valid' else 'sliding window'}, batch {case_kw['batch_size']}"
+    )
+    print(
+        f"- timing: median of {repeats} run(s); per tile after {warmup} warm-up call(s), per case after "
+        f"the tile runs and {case_warmup} warm-up case(s)"
+    )
     print()
     print(common.markdown_table(headers, rows))
     onnx_name = next(n for n in per_case if n.startswith("ONNX"))
     print()
     print(f"ONNX Runtime vs PyTorch eager per case: {eager / per_case[onnx_name]:.2f}x")
     # ours = ONNX cases/s, baseline = eager cases/s: ratio = the speedup
-    common.emit_result("runtime_case_per_s_onnxruntime_vs_torch_eager", 1.0 / per_case[onnx_name], 1.0 / eager, "cases/s")
+    common.emit_result(
+        "runtime_case_per_s_onnxruntime_vs_torch_eager", 1.0 / per_case[onnx_name], 1.0 / eager, "cases/s"
+    )
 
 
 if __name__ == "__main__":

@@ -28,7 +28,8 @@ import common
 
 def build(name: str, dims: int, features: list[int], norm: str, out_channels: int = 2) -> Any:
     """One of the three networks, widths and normalisation matched."""
-    from monai.networks.nets import BasicUNet, UNet as MonaiUNet
+    from monai.networks.nets import BasicUNet
+    from monai.networks.nets import UNet as MonaiUNet
 
     from pipeline.model import UNet
 
@@ -40,18 +41,32 @@ def build(name: str, dims: int, features: list[int], norm: str, out_channels: in
         if len(features) != 5:
             raise SystemExit(f"error: BasicUNet has 4 poolings; --features needs 5 widths, got {features}")
         return BasicUNet(
-            spatial_dims=dims, in_channels=1, out_channels=out_channels, features=(*features, features[0]),
-            act=relu, norm=monai_norm, dropout=0.0, upsample="deconv",
-        )  # fmt: skip
+            spatial_dims=dims,
+            in_channels=1,
+            out_channels=out_channels,
+            features=(*features, features[0]),
+            act=relu,
+            norm=monai_norm,
+            dropout=0.0,
+            upsample="deconv",
+        )
     if name == "monai-unet":
         return MonaiUNet(
-            spatial_dims=dims, in_channels=1, out_channels=out_channels, channels=features,
-            strides=[2] * (len(features) - 1), num_res_units=0, act=relu, norm=monai_norm,
-        )  # fmt: skip
+            spatial_dims=dims,
+            in_channels=1,
+            out_channels=out_channels,
+            channels=features,
+            strides=[2] * (len(features) - 1),
+            num_res_units=0,
+            act=relu,
+            norm=monai_norm,
+        )
     raise ValueError(name)
 
 
-def measure(name: str, dims: int, size: int, batch: int, features: list[int], norm: str, device: str, timing: dict[str, Any]) -> dict[str, Any]:
+def measure(
+    name: str, dims: int, size: int, batch: int, features: list[int], norm: str, device: str, timing: dict[str, Any]
+) -> dict[str, Any]:
     """samples/s and peak memory of training steps for one network and configuration."""
     import torch
     import torch.nn.functional as F
@@ -71,7 +86,6 @@ def measure(name: str, dims: int, size: int, batch: int, features: list[int], no
 
         steps, secs = common.time_until(step, device, **timing)
         params = sum(p.numel() for p in net.parameters())
-        del net, opt, x, y
     return {"samples_s": batch * steps / secs, "steps": steps, "mem": mem.describe(), "params": params}
 
 
@@ -79,7 +93,12 @@ def main() -> None:
     p = common.base_parser(__doc__.splitlines()[0])
     p.add_argument("--features2d", default="32,64,128,256,512", help="2D widths per level (default: the ISBI config's)")
     p.add_argument("--features3d", default="16,32,64,128,256", help="3D widths per level")
-    p.add_argument("--norm", default="instance", choices=["instance", "batch", "none"], help="normalisation, all nets (default: instance, BasicUNet's)")
+    p.add_argument(
+        "--norm",
+        default="instance",
+        choices=["instance", "batch", "none"],
+        help="normalisation, all nets (default: instance, BasicUNet's)",
+    )
     p.add_argument("--min-seconds", type=float, default=None, help="time each configuration at least this long")
     args = p.parse_args()
     device = common.setup_torch(args.device, args.threads)
@@ -87,7 +106,9 @@ def main() -> None:
     if args.quick:
         sizes = {2: [64], 3: [32]}
         batches = [1, 2]
-        timing = dict(warmup=2, min_steps=1, min_seconds=args.min_seconds or 0.2, max_steps=20)  # 2 warm-ups: oneDNN builds 3D kernels on first use
+        timing = dict(
+            warmup=2, min_steps=1, min_seconds=args.min_seconds or 0.2, max_steps=20
+        )  # 2 warm-ups: oneDNN builds 3D kernels on first use
     else:
         sizes = {2: [256, 512], 3: [64, 96]}
         batches = [1, 4]
@@ -107,19 +128,37 @@ def main() -> None:
                 ours_all.append(res["ours"]["samples_s"])
                 base_all.append(res["monai-basicunet"]["samples_s"])
                 shape = "x".join([str(size)] * dims)
-                rows.append([
-                    f"{dims}D", shape, batch,
-                    res["ours"]["samples_s"], res["monai-basicunet"]["samples_s"], res["monai-unet"]["samples_s"],
-                    r_basic, r_unet,
-                    res["ours"]["mem"], res["monai-basicunet"]["mem"], res["monai-unet"]["mem"],
-                ])  # fmt: skip
+                rows.append(
+                    [
+                        f"{dims}D",
+                        shape,
+                        batch,
+                        res["ours"]["samples_s"],
+                        res["monai-basicunet"]["samples_s"],
+                        res["monai-unet"]["samples_s"],
+                        r_basic,
+                        r_unet,
+                        res["ours"]["mem"],
+                        res["monai-basicunet"]["mem"],
+                        res["monai-unet"]["mem"],
+                    ]
+                )
                 print(f"  done {dims}D {shape} batch {batch}: ours/BasicUNet {r_basic:.2f}x", flush=True)
 
     mem_h = common.memory_header(device)
     headers = [
-        "dims", "patch", "batch", "ours samples/s", "BasicUNet samples/s", "MONAI UNet samples/s",
-        "ours / BasicUNet", "ours / MONAI UNet", f"ours {mem_h}", f"BasicUNet {mem_h}", f"MONAI UNet {mem_h}",
-    ]  # fmt: skip
+        "dims",
+        "patch",
+        "batch",
+        "ours samples/s",
+        "BasicUNet samples/s",
+        "MONAI UNet samples/s",
+        "ours / BasicUNet",
+        "ours / MONAI UNet",
+        f"ours {mem_h}",
+        f"BasicUNet {mem_h}",
+        f"MONAI UNet {mem_h}",
+    ]
     print()
     print(f"## Training step throughput ({'quick' if args.quick else 'full'} run, {device})")
     print(f"machine: {common.machine_info(device)}")

@@ -75,7 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("src", help="dataset folder (or TIFF stack file)")
     imp.add_argument("--layout", choices=["msd", "pairs", "stack"], help="source layout (detected when omitted)")
     imp.add_argument(
-        "--labels", metavar="NAME=RAW,...", help="classes in index order with their raw mask values, e.g. cell=255,membrane=0"
+        "--labels",
+        metavar="NAME=RAW,...",
+        help="classes in index order with their raw mask values, e.g. cell=255,membrane=0",
     )
     imp.add_argument("--out", default="data", help="destination (default: data)")
     imp.set_defaults(func=_cmd_data_import)

@@ -80,7 +80,7 @@ class PreprocessConfig(_Strict):
         return v
 
     @model_validator(mode="after")
-    def _fold_in_range(self) -> "PreprocessConfig":
+    def _fold_in_range(self) -> PreprocessConfig:
         if self.fold >= self.folds:
             raise ValueError(f"fold={self.fold} must be < folds={self.folds}")
         return self
@@ -193,7 +193,7 @@ class Config(_Strict):
     export: ExportConfig = Field(default_factory=ExportConfig)
 
     @model_validator(mode="after")
-    def _dims_agree(self) -> "Config":
+    def _dims_agree(self) -> Config:
         d = self.data.spatial_dims
         checks = {"train.patch_size": self.train.patch_size, "inference.tile_size": self.inference.tile_size}
         if isinstance(self.preprocess.target_spacing, list):

@@ -28,7 +28,9 @@ def find_metadata(model_path: str | Path) -> Path:
         if cand.is_file():
             return cand
     looked = ", ".join(str(model_path.parent / r) for r in METADATA_CANDIDATES)
-    raise PredictError(f"no metadata.json for model {model_path} (looked in {looked}); pass a model from an exported/ folder")
+    raise PredictError(
+        f"no metadata.json for model {model_path} (looked in {looked}); pass a model from an exported/ folder"
+    )
 
 
 def read_metadata(model_path: str | Path) -> tuple[dict[str, Any], Path]:
@@ -45,7 +47,11 @@ def read_metadata(model_path: str | Path) -> tuple[dict[str, Any], Path]:
     except (json.JSONDecodeError, KeyError) as exc:
         raise PredictError(f"{meta_path} is not an unet-pipeline bundle metadata file ({exc})") from None
     root = meta_path.parent.parent
-    rel = model_path.resolve().relative_to(root.resolve()).as_posix() if model_path.resolve().is_relative_to(root.resolve()) else model_path.name
+    rel = (
+        model_path.resolve().relative_to(root.resolve()).as_posix()
+        if model_path.resolve().is_relative_to(root.resolve())
+        else model_path.name
+    )
     recorded = up.get("models", {}).get(rel)
     if recorded is None:
         raise PredictError(f"model {model_path} is not listed in {meta_path} (known: {sorted(up.get('models', {}))})")
@@ -103,8 +109,10 @@ def predict_file(
 
     output_path = Path(output_path)
     if full_suffix(output_path) not in WRITABLE_SUFFIXES:
-        raise PredictError(f"output {output_path}: cannot write {full_suffix(output_path) or '(no suffix)'!r}; "
-                           f"use one of {', '.join(WRITABLE_SUFFIXES)}")  # fmt: skip
+        raise PredictError(
+            f"output {output_path}: cannot write {full_suffix(output_path) or '(no suffix)'!r}; "
+            f"use one of {', '.join(WRITABLE_SUFFIXES)}"
+        )
     meta, _ = read_metadata(model_path)
     up = meta["unet_pipeline"]
     args = up["model_args"]

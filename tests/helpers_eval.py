@@ -8,8 +8,15 @@ import torch
 from pipeline.model import UNet
 
 
-def small_unet(spatial_dims: int, padding: str = "valid", features=(4, 8, 16), out_channels: int = 3, seed: int = 0,
-               in_channels: int = 1, dtype=torch.float64) -> UNet:
+def small_unet(
+    spatial_dims: int,
+    padding: str = "valid",
+    features=(4, 8, 16),
+    out_channels: int = 3,
+    seed: int = 0,
+    in_channels: int = 1,
+    dtype=torch.float64,
+) -> UNet:
     """A tiny random U-Net in eval mode (float64 so equality checks can be tight)."""
     torch.manual_seed(seed)
     return UNet(spatial_dims, in_channels, out_channels, list(features), padding=padding).to(dtype).eval()
@@ -24,7 +31,9 @@ class PointwiseNet(torch.nn.Module):
     """A 1x1(x1) convolution with constant weights: no context, so any correct tiling must reproduce
     its whole-image output exactly, whatever the window weights."""
 
-    def __init__(self, spatial_dims: int, in_channels: int = 1, out_channels: int = 2, weight: float = 0.5, bias: float = 0.1):
+    def __init__(
+        self, spatial_dims: int, in_channels: int = 1, out_channels: int = 2, weight: float = 0.5, bias: float = 0.1
+    ):
         super().__init__()
         conv = torch.nn.Conv2d if spatial_dims == 2 else torch.nn.Conv3d
         self.conv = conv(in_channels, out_channels, kernel_size=1)
@@ -47,11 +56,17 @@ PIPELINE_CONFIG: dict = {
     "data": {"root": "data", "spatial_dims": 2, "modality": "other", "in_channels": 1},
     "preprocess": {"normalization": "zscore", "folds": 3, "fold": 0, "num_workers": 0},
     "model": {"features": [8, 16], "padding": "valid", "norm": "batch"},
-    "train": {"epochs": 2, "iterations_per_epoch": 6, "batch_size": 4, "patch_size": [32, 32], "lr": 0.01,
-              "augment": {"elastic": False, "rotate": False}},
+    "train": {
+        "epochs": 2,
+        "iterations_per_epoch": 6,
+        "batch_size": 4,
+        "patch_size": [32, 32],
+        "lr": 0.01,
+        "augment": {"elastic": False, "rotate": False},
+    },
     "inference": {"tile_size": [48, 48], "batch_size": 4},
     "tracking": {"experiment": "test-pipeline", "registered_model_name": "unet-test-pipeline"},
-}  # fmt: skip
+}
 
 _WORKDIRS: dict = {}
 

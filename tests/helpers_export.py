@@ -29,15 +29,22 @@ def blob_image(spatial_dims: int, size: int, channels: int = 1, seed: int = 0) -
         centre = np.full(spatial_dims, c * size, np.float32)[:, None]
         dist = np.sqrt(((grid.reshape(spatial_dims, -1) - centre) ** 2).sum(0)).reshape(label.shape)
         label[dist < r * size] = k
-    image = label.astype(np.float32)[None].repeat(channels, 0) + rng.normal(0, 0.3, (channels, *label.shape)).astype(np.float32)
+    image = label.astype(np.float32)[None].repeat(channels, 0) + rng.normal(0, 0.3, (channels, *label.shape)).astype(
+        np.float32
+    )
     image = (image - image.mean()) / image.std()
     return image.astype(np.float32), label
 
 
 def tiny_trained_unet(
-    spatial_dims: int, padding: str, features: list[int], in_channels: int = 1, out_channels: int = 3,
-    steps: int = 4, seed: int = 0,
-) -> UNet:  # fmt: skip
+    spatial_dims: int,
+    padding: str,
+    features: list[int],
+    in_channels: int = 1,
+    out_channels: int = 3,
+    steps: int = 4,
+    seed: int = 0,
+) -> UNet:
     """A U-Net given a few optimiser steps on a synthetic case, so its weights are not the init's."""
     torch.manual_seed(seed)
     net = UNet(spatial_dims, in_channels, out_channels, features, padding=padding)
@@ -73,11 +80,27 @@ def export_both(net: UNet, out: Path, opset: int = 18) -> dict[str, Any]:
 
 WORKSPACES: dict[str, dict[str, Any]] = {
     # name -> spatial_dims, padding, features, raw size, raw spacing, spec orientation/spacing, tile
-    "2d-valid": {"dims": 2, "padding": "valid", "features": [4, 8], "size": (30, 26), "spacing": (0.8, 1.2),
-                 "orientation": "RA", "target": [1.0, 1.0], "tile": [12, 12]},
-    "3d-same": {"dims": 3, "padding": "same", "features": [4, 8], "size": (18, 20, 14), "spacing": (1.0, 0.9, 1.5),
-                "orientation": "RAS", "target": [1.2, 1.2, 1.2], "tile": [8, 8, 8]},
-}  # fmt: skip
+    "2d-valid": {
+        "dims": 2,
+        "padding": "valid",
+        "features": [4, 8],
+        "size": (30, 26),
+        "spacing": (0.8, 1.2),
+        "orientation": "RA",
+        "target": [1.0, 1.0],
+        "tile": [12, 12],
+    },
+    "3d-same": {
+        "dims": 3,
+        "padding": "same",
+        "features": [4, 8],
+        "size": (18, 20, 14),
+        "spacing": (1.0, 0.9, 1.5),
+        "orientation": "RAS",
+        "target": [1.2, 1.2, 1.2],
+        "tile": [8, 8, 8],
+    },
+}
 
 
 def _raw_affine(spacing: tuple[float, ...]) -> np.ndarray:
@@ -91,7 +114,9 @@ def _raw_affine(spacing: tuple[float, ...]) -> np.ndarray:
     return aff
 
 
-def write_raw_case(path: Path, dims: int, size: tuple[int, ...], spacing: tuple[float, ...], seed: int, label_path: Path | None = None) -> Path:
+def write_raw_case(
+    path: Path, dims: int, size: tuple[int, ...], spacing: tuple[float, ...], seed: int, label_path: Path | None = None
+) -> Path:
     """A raw NIfTI image (and optionally its label) with the workspace's geometry."""
     import nibabel as nib
 
@@ -119,45 +144,81 @@ def make_workspace(root: Path, name: str, *, n_cases: int = 2, registered_model_
     dims = w["dims"]
     raw = {
         "name": f"export-test-{name}",
-        "data": {"root": str(root / "data"), "spatial_dims": dims, "modality": "mr", "labels": ["background", "a", "b"]},
-        "preprocess": {"output_dir": str(root / "preprocessed"), "orientation": w["orientation"],
-                       "target_spacing": w["target"], "normalization": "zscore"},
+        "data": {
+            "root": str(root / "data"),
+            "spatial_dims": dims,
+            "modality": "mr",
+            "labels": ["background", "a", "b"],
+        },
+        "preprocess": {
+            "output_dir": str(root / "preprocessed"),
+            "orientation": w["orientation"],
+            "target_spacing": w["target"],
+            "normalization": "zscore",
+        },
         "model": {"features": w["features"], "padding": w["padding"]},
         "train": {"output_dir": str(root / "checkpoints"), "patch_size": w["tile"]},
         "inference": {"tile_size": w["tile"], "batch_size": 2, "overlap": 0.25},
         "evaluate": {"predictions_dir": str(root / "predictions"), "reports_dir": str(root / "reports")},
-        "tracking": {"tracking_uri": f"sqlite:///{root / 'mlflow.db'}", "experiment": "export-test",
-                     "registered_model_name": registered_model_name},
+        "tracking": {
+            "tracking_uri": f"sqlite:///{root / 'mlflow.db'}",
+            "experiment": "export-test",
+            "registered_model_name": registered_model_name,
+        },
         "export": {"output_dir": str(root / "exported")},
-    }  # fmt: skip
+    }
     cfg = parse_config(raw)
-    spec = {"orientation": w["orientation"], "spacing": w["target"], "crop_foreground": False,
-            "normalization": {"scheme": "zscore", "nonzero": False, "clip": None, "mean": None, "std": None}}  # fmt: skip
+    spec = {
+        "orientation": w["orientation"],
+        "spacing": w["target"],
+        "crop_foreground": False,
+        "normalization": {"scheme": "zscore", "nonzero": False, "clip": None, "mean": None, "std": None},
+    }
     pre = root / "preprocessed"
     (pre / "cases").mkdir(parents=True, exist_ok=True)
     chain = preprocessing_transforms(spec, keys=("image", "label"))
     cases = []
     for i in range(n_cases):
         cid = f"case{i:02d}"
-        img = write_raw_case(root / "data" / "imagesTr" / f"{cid}_0000.nii.gz", dims, w["size"], w["spacing"], seed=i,
-                             label_path=root / "data" / "labelsTr" / f"{cid}.nii.gz")  # fmt: skip
+        img = write_raw_case(
+            root / "data" / "imagesTr" / f"{cid}_0000.nii.gz",
+            dims,
+            w["size"],
+            w["spacing"],
+            seed=i,
+            label_path=root / "data" / "labelsTr" / f"{cid}.nii.gz",
+        )
         out = chain({"image": str(img), "label": str(root / "data" / "labelsTr" / f"{cid}.nii.gz")})
         np.save(pre / "cases" / f"{cid}_image.npy", np.asarray(out["image"], dtype=np.float32))
         np.save(pre / "cases" / f"{cid}_label.npy", np.asarray(out["label"], dtype=np.uint8))
-        cases.append({
-            "id": cid, "image": f"cases/{cid}_image.npy", "label": f"cases/{cid}_label.npy", "weight": None,
-            "source_images": [str(img)], "source_label": str(root / "data" / "labelsTr" / f"{cid}.nii.gz"),
-            "original": {"shape": list(w["size"])}, "shape": list(out["image"].shape[1:]),
-        })  # fmt: skip
+        cases.append(
+            {
+                "id": cid,
+                "image": f"cases/{cid}_image.npy",
+                "label": f"cases/{cid}_label.npy",
+                "weight": None,
+                "source_images": [str(img)],
+                "source_label": str(root / "data" / "labelsTr" / f"{cid}.nii.gz"),
+                "original": {"shape": list(w["size"])},
+                "shape": list(out["image"].shape[1:]),
+            }
+        )
     manifest = {
-        "spatial_dims": dims, "in_channels": 1, "labels": ["background", "a", "b"], "preprocessing": spec,
-        "splits": {"train": [c["id"] for c in cases[:-1]], "val": [cases[-1]["id"]]}, "folds": [], "cases": cases,
-    }  # fmt: skip
+        "spatial_dims": dims,
+        "in_channels": 1,
+        "labels": ["background", "a", "b"],
+        "preprocessing": spec,
+        "splits": {"train": [c["id"] for c in cases[:-1]], "val": [cases[-1]["id"]]},
+        "folds": [],
+        "cases": cases,
+    }
     (pre / "manifest.json").write_text(json.dumps(manifest, indent=2))
     net = tiny_trained_unet(dims, w["padding"], w["features"])
     args = make_model_args(cfg.model, dims, 1, 3)
-    save_checkpoint({"model": net.state_dict(), "model_args": args, "epoch": 1, "best_metric": 0.5},
-                    root / "checkpoints" / "best.pt")  # fmt: skip
+    save_checkpoint(
+        {"model": net.state_dict(), "model_args": args, "epoch": 1, "best_metric": 0.5},
+        root / "checkpoints" / "best.pt",
+    )
     return cfg
 
 
@@ -167,5 +228,10 @@ def run_stage(root: Path, name: str, **kwargs: Any) -> dict[str, Any]:
 
     cfg = make_workspace(root, name, **kwargs)
     export.run(cfg)
-    return {"cfg": cfg, "root": root, "exported": Path(cfg.export.output_dir), "name": name,
-            "val_image": root / "data" / "imagesTr" / "case01_0000.nii.gz"}  # fmt: skip
+    return {
+        "cfg": cfg,
+        "root": root,
+        "exported": Path(cfg.export.output_dir),
+        "name": name,
+        "val_image": root / "data" / "imagesTr" / "case01_0000.nii.gz",
+    }

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from helpers_eval import pipeline_env, pipeline_workdir
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -70,7 +69,9 @@ def test_exported_folder_layout_and_metadata(workdir) -> None:
     assert fmt["inputs"]["image"]["num_channels"] == 1 and fmt["inputs"]["image"]["dtype"] == "float32"
     assert fmt["outputs"]["pred"]["num_channels"] == 3
     assert fmt["outputs"]["pred"]["channel_def"] == {"0": "background", "1": "round", "2": "angular"}
-    assert up["verification"]["passed"] and all(c["max_abs_diff"] <= cfg.export.tolerance for c in up["verification"]["checks"])
+    assert up["verification"]["passed"] and all(
+        c["max_abs_diff"] <= cfg.export.tolerance for c in up["verification"]["checks"]
+    )
     config = json.loads((exported / "configs/inference.json").read_text())
     assert config["preprocessing_spec"] == spec
     assert config["inferer"]["_target_"].endswith("OverlapTileInferer")
@@ -175,12 +176,31 @@ def test_registered_model_loads_from_mlflow_and_predicts(workdir, val_case) -> N
 def _bundle_run(exported: Path, image: Path, out_dir: Path) -> Path:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
     cmd = [
-        sys.executable, "-m", "monai.bundle", "run",
-        "--config_file", str(exported / "configs/inference.json"),
-        "--meta_file", str(exported / "configs/metadata.json"),
-        "--bundle_root", str(exported), "--input_image", str(image), "--output_dir", str(out_dir),
-    ]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, encoding="utf-8", errors="replace", cwd=out_dir.parent, env=env, timeout=300)
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "--config_file",
+        str(exported / "configs/inference.json"),
+        "--meta_file",
+        str(exported / "configs/metadata.json"),
+        "--bundle_root",
+        str(exported),
+        "--input_image",
+        str(image),
+        "--output_dir",
+        str(out_dir),
+    ]
+    proc = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        cwd=out_dir.parent,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     (out,) = list(out_dir.glob("*.nii.gz"))
     return out
@@ -191,8 +211,8 @@ def test_bundle_run_equals_predictor_on_3d_same_lps_case(tmp_path: Path, monkeyp
     that the recorded spec reorients to RAS and resamples: bundle mask == predictor mask, in the
     source geometry."""
     import SimpleITK as sitk
-
     from helpers_export import run_stage
+
     from pipeline.predict import predict_file
 
     monkeypatch.chdir(tmp_path)  # MLflow artifacts (./mlruns) of this workspace's own sqlite store
@@ -220,20 +240,32 @@ def test_bundle_inferer_mirrors_only_the_training_flip_axes() -> None:
     """Settings from a config with train.augment.flip_axes=[0] and TTA on: the bundle's inferer, as
     MONAI's ConfigParser builds it from inference.json, averages over identity + axis-0 flips only."""
     import torch
+    from helpers_train import make_config
     from monai.bundle import ConfigParser
 
-    from helpers_train import make_config
     from pipeline.export.bundle import inference_config
     from pipeline.inference import InferenceSettings, predict_probabilities
     from pipeline.model import UNet
 
-    cfg = make_config(2, "valid", model={"features": [4, 8]}, inference={"tta": True, "tile_size": [12, 12]},
-                      train={"augment": {"flip_axes": [0]}})  # fmt: skip
+    cfg = make_config(
+        2,
+        "valid",
+        model={"features": [4, 8]},
+        inference={"tta": True, "tile_size": [12, 12]},
+        train={"augment": {"flip_axes": [0]}},
+    )
     settings = InferenceSettings.from_config(cfg)
     assert settings.tta and settings.tta_axes == (0,)
     assert InferenceSettings.from_dict(json.loads(json.dumps(settings.to_dict()))) == settings
-    meta = {"unet_pipeline": {"inference": settings.to_dict(), "depth": 1, "padding": "valid",
-                              "labels": ["background", "object"], "preprocessing": {}}}  # fmt: skip
+    meta = {
+        "unet_pipeline": {
+            "inference": settings.to_dict(),
+            "depth": 1,
+            "padding": "valid",
+            "labels": ["background", "object"],
+            "preprocessing": {},
+        }
+    }
     parser = ConfigParser(inference_config(meta))
     inferer = parser.get_parsed_content("inferer")
     assert inferer.tta_axes == (0,)

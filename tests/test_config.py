@@ -28,7 +28,9 @@ def test_params_yaml_is_the_synthetic_default(repo_root):
 def _keys(node, prefix=""):
     if not isinstance(node, dict):
         return {prefix}
-    return {k for key, value in node.items() for k in _keys(value, f"{prefix}.{key}" if prefix else key)} | ({prefix} - {""})
+    return {k for key, value in node.items() for k in _keys(value, f"{prefix}.{key}" if prefix else key)} | (
+        {prefix} - {""}
+    )
 
 
 def test_params_yaml_spells_out_every_key(repo_root):

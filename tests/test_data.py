@@ -18,7 +18,11 @@ from pipeline.io import read_image
 
 
 def _digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.mark.parametrize("dims,cases", [(2, 6), (3, 2)])
@@ -40,10 +44,13 @@ def test_synth_default_matches_committed_data_dvc(tmp_path: Path, repo_root: Pat
     out = tmp_path / "data"
     assert cli(["data", "synth", "--out", str(out)]) == 0
     entries = sorted(
-        ({"md5": hashlib.md5(p.read_bytes()).hexdigest(), "relpath": p.relative_to(out).as_posix()}
-         for p in out.rglob("*") if p.is_file()),
+        (
+            {"md5": hashlib.md5(p.read_bytes()).hexdigest(), "relpath": p.relative_to(out).as_posix()}
+            for p in out.rglob("*")
+            if p.is_file()
+        ),
         key=lambda e: e["relpath"],
-    )  # fmt: skip
+    )
     # DVC's .dir hash: md5 of the JSON list of {md5, relpath}, sorted by relpath
     dir_md5 = hashlib.md5(json.dumps(entries, sort_keys=True).encode()).hexdigest() + ".dir"
     committed = yaml.safe_load((repo_root / "data.dvc").read_text())["outs"][0]
@@ -64,11 +71,19 @@ def _msd_tree(root: Path, n_cases: int = 3, channels: int = 2) -> Path:
         label[3:7, 2:6, 1:4] = 1
         label[8:11, 6:9, 2:5] = 2
         for c in range(channels):
-            nib.save(nib.Nifti1Image(rng.normal(size=label.shape).astype(np.float32), affine), root / "imagesTr" / f"{cid}_{c:04d}.nii.gz")
+            nib.save(
+                nib.Nifti1Image(rng.normal(size=label.shape).astype(np.float32), affine),
+                root / "imagesTr" / f"{cid}_{c:04d}.nii.gz",
+            )
         nib.save(nib.Nifti1Image(label, affine), root / "labelsTr" / f"{cid}.nii.gz")
         training.append({"image": f"./imagesTr/{cid}.nii.gz", "label": f"./labelsTr/{cid}.nii.gz"})
-    meta = {"name": "Tiny", "modality": {"0": "T1", "1": "T2"}, "labels": {"0": "background", "1": "a", "2": "b"},
-            "numTraining": n_cases, "training": training}  # fmt: skip
+    meta = {
+        "name": "Tiny",
+        "modality": {"0": "T1", "1": "T2"},
+        "labels": {"0": "background", "1": "a", "2": "b"},
+        "numTraining": n_cases,
+        "training": training,
+    }
     (root / "dataset.json").write_text(json.dumps(meta))
     return root
 
@@ -119,7 +134,9 @@ def test_import_pairs_without_mapping_lists_the_values(tmp_path: Path, capsys: p
     assert not (tmp_path / "data").exists()
 
 
-def test_import_pairs_with_an_unmapped_value_names_file_and_values(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_import_pairs_with_an_unmapped_value_names_file_and_values(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     src = _pairs_tree(tmp_path / "src")
     assert cli(["data", "import", str(src), "--labels", "cell=255,membrane=1", "--out", str(tmp_path / "data")]) == 2
     err = capsys.readouterr().err
@@ -165,7 +182,12 @@ def test_import_nnunet_v2_layout(tmp_path: Path) -> None:
         label[2:5, 3:6, 4:8] = 1
         nib.save(nib.Nifti1Image(label.astype(np.float32) * 100, affine), src / "imagesTr" / f"{cid}_0000.nii.gz")
         nib.save(nib.Nifti1Image(label, affine), src / "labelsTr" / f"{cid}.nii.gz")
-    meta = {"channel_names": {"0": "CT"}, "labels": {"background": 0, "tumour": 1}, "numTraining": 2, "file_ending": ".nii.gz"}
+    meta = {
+        "channel_names": {"0": "CT"},
+        "labels": {"background": 0, "tumour": 1},
+        "numTraining": 2,
+        "file_ending": ".nii.gz",
+    }
     (src / "dataset.json").write_text(json.dumps(meta))
     out = tmp_path / "data"
     assert cli(["data", "import", str(src), "--out", str(out)]) == 0
@@ -186,8 +208,12 @@ def test_import_msd_4d_multimodal_splits_channels(tmp_path: Path) -> None:
     volume = np.arange(6 * 5 * 4 * 2, dtype=np.float32).reshape(6, 5, 4, 2)
     nib.save(nib.Nifti1Image(volume, affine), src / "imagesTr" / "brain_001.nii.gz")
     nib.save(nib.Nifti1Image(np.ones((6, 5, 4), np.uint8), affine), src / "labelsTr" / "brain_001.nii.gz")
-    meta = {"name": "Four", "modality": {"0": "FLAIR", "1": "T1w"}, "labels": {"0": "background", "1": "edema"},
-            "training": [{"image": "./imagesTr/brain_001.nii.gz", "label": "./labelsTr/brain_001.nii.gz"}]}  # fmt: skip
+    meta = {
+        "name": "Four",
+        "modality": {"0": "FLAIR", "1": "T1w"},
+        "labels": {"0": "background", "1": "edema"},
+        "training": [{"image": "./imagesTr/brain_001.nii.gz", "label": "./labelsTr/brain_001.nii.gz"}],
+    }
     (src / "dataset.json").write_text(json.dumps(meta))
     out = tmp_path / "data"
     assert cli(["data", "import", str(src), "--out", str(out)]) == 0
@@ -210,7 +236,9 @@ def test_summary_line_and_undetectable_layout(tmp_path: Path, capsys: pytest.Cap
     assert "cannot tell the layout" in capsys.readouterr().err
 
 
-def test_import_rgb_pairs_become_channels_and_colour_masks_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_import_rgb_pairs_become_channels_and_colour_masks_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from PIL import Image
 
     src = _pairs_tree(tmp_path / "src", n=1)
@@ -266,7 +294,12 @@ def _v2_tree(root: Path, defect: str) -> Path:
                 label[0, 0, 0] = 3
         nib.save(nib.Nifti1Image(image, affine), root / "imagesTr" / f"{cid}_0000.nii.gz")
         nib.save(nib.Nifti1Image(label, label_affine), root / "labelsTr" / f"{cid}.nii.gz")
-    meta = {"channel_names": {"0": "MR"}, "labels": {"background": 0, "hippocampus": 1}, "numTraining": 3, "file_ending": ".nii.gz"}
+    meta = {
+        "channel_names": {"0": "MR"},
+        "labels": {"background": 0, "hippocampus": 1},
+        "numTraining": 3,
+        "file_ending": ".nii.gz",
+    }
     (root / "dataset.json").write_text(json.dumps(meta))
     return root
 
@@ -317,7 +350,10 @@ def test_import_refuses_a_bad_dataset_and_changes_nothing(
 
 def test_import_lists_every_problem_of_every_case(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     src = _v2_tree(tmp_path / "Dataset005_Bad", "shape")
-    nib.save(nib.Nifti1Image(np.full((8, 9, 10), 7, np.uint8), np.diag([1.2, 0.8, 0.8, 1.0])), src / "labelsTr" / "c_case.nii.gz")
+    nib.save(
+        nib.Nifti1Image(np.full((8, 9, 10), 7, np.uint8), np.diag([1.2, 0.8, 0.8, 1.0])),
+        src / "labelsTr" / "c_case.nii.gz",
+    )
     assert cli(["data", "import", str(src), "--out", str(tmp_path / "data")]) == 2
     err = capsys.readouterr().err
     assert "2 problem(s)" in err and "b_case.nii.gz" in err and "c_case.nii.gz" in err, err

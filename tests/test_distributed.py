@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
 from helpers_train import make_config, prepare_data
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -31,10 +30,24 @@ def test_torchrun_two_processes_one_run(tmp_path: Path, tmp_path_factory: pytest
     repo = Path(__file__).resolve().parents[1]
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(repo), env.get("PYTHONPATH")]))
     cmd = [
-        str(torchrun), "--standalone", "--nnodes", "1", "--nproc_per_node", "2",
-        "-m", "pipeline.stages.train", "-c", "cfg.yaml", "-S", "train.iterations_per_epoch=3", "--max-epochs", "1",
-    ]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=300)
+        str(torchrun),
+        "--standalone",
+        "--nnodes",
+        "1",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "pipeline.stages.train",
+        "-c",
+        "cfg.yaml",
+        "-S",
+        "train.iterations_per_epoch=3",
+        "--max-epochs",
+        "1",
+    ]
+    proc = subprocess.run(
+        cmd, cwd=tmp_path, env=env, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=300
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
     # both ranks got through; rank 0 alone reported the epoch
@@ -91,19 +104,45 @@ def test_torchrun_two_nodes_c10d_identical_weights(tmp_path: Path, tmp_path_fact
     prepare_data(tmp_path, tmp_path_factory.mktemp("ddp2_data"), dims=2)
     cfg = make_config(2, "valid", train={"epochs": 1, "iterations_per_epoch": 3, "batch_size": 2})
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "OMP_NUM_THREADS": "1",
-           "PYTHONUNBUFFERED": "1"}  # fmt: skip
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
     repo = Path(__file__).resolve().parents[1]
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(repo), env.get("PYTHONPATH")]))
     port = _free_port()
     node = [
-        str(torchrun), "--nnodes", "2", "--nproc_per_node", "1", "--rdzv_backend", "c10d",
-        "--rdzv_endpoint", f"127.0.0.1:{port}", "--rdzv_id", "two-node-test", "--local_addr", "127.0.0.1",
-        "-m", "pipeline.stages.train", "-c", "cfg.yaml",
-    ]  # fmt: skip
+        str(torchrun),
+        "--nnodes",
+        "2",
+        "--nproc_per_node",
+        "1",
+        "--rdzv_backend",
+        "c10d",
+        "--rdzv_endpoint",
+        f"127.0.0.1:{port}",
+        "--rdzv_id",
+        "two-node-test",
+        "--local_addr",
+        "127.0.0.1",
+        "-m",
+        "pipeline.stages.train",
+        "-c",
+        "cfg.yaml",
+    ]
     procs = [
-        subprocess.Popen(node, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                         encoding="utf-8", errors="replace")  # fmt: skip
+        subprocess.Popen(
+            node,
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+        )
         for _ in range(2)
     ]
     outs = []

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from helpers_eval import pipeline_env, pipeline_workdir
 
 FIGURES = ("best", "median", "worst", "per_case_dice")
@@ -120,7 +119,6 @@ def test_figures_are_real_pngs(workdir) -> None:
 
 
 def test_mlflow_run_holds_eval_metrics_and_figures(workdir) -> None:
-    import os
 
     from mlflow.tracking import MlflowClient
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from helpers_export import CONFIGS, blob_image, export_both, tiny_trained_unet
+
 from pipeline.export import (
     ExportVerificationError,
     OnnxNet,

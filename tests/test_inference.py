@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from helpers_eval import PointwiseNet, reflect_pad_np, small_unet
+
 from pipeline.inference import (
     flip_axes_combinations,
     keep_largest,
@@ -158,14 +158,20 @@ def test_flip_tta():
     unet = small_unet(2, "valid", (4, 8, 16), out_channels=2)
     img2 = torch.randn(1, 23, 17, dtype=torch.float64)
     kw = dict(padding="valid", depth=2, tile_size=(12, 12))
-    manual = sum(
-        torch.flip(torch.softmax(predict_logits(torch.flip(img2, d), unet, **kw), 0), d)
-        for d in ([], [1], [2], [1, 2])
-    ) / 4
+    manual = (
+        sum(
+            torch.flip(torch.softmax(predict_logits(torch.flip(img2, d), unet, **kw), 0), d)
+            for d in ([], [1], [2], [1, 2])
+        )
+        / 4
+    )
     assert torch.allclose(predict_probabilities(img2, unet, tta=True, **kw), manual.float(), atol=1e-6)
     # restricted to the axes training mirrored (here spatial axis 1 only): identity + that flip
     assert flip_axes_combinations(3, [0]) == [(), (0,)]
-    only = (torch.softmax(predict_logits(img2, unet, **kw), 0) + torch.flip(torch.softmax(predict_logits(torch.flip(img2, [2]), unet, **kw), 0), [2])) / 2  # fmt: skip
+    only = (
+        torch.softmax(predict_logits(img2, unet, **kw), 0)
+        + torch.flip(torch.softmax(predict_logits(torch.flip(img2, [2]), unet, **kw), 0), [2])
+    ) / 2
     assert torch.allclose(predict_probabilities(img2, unet, tta=True, tta_axes=[1], **kw), only.float(), atol=1e-6)
     with pytest.raises(ValueError, match="out of range"):
         flip_axes_combinations(2, [2])

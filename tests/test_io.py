@@ -117,9 +117,13 @@ def _write_dicom_series(folder: Path, volume: np.ndarray, spacing: tuple[float, 
     image.SetSpacing(spacing)
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
-    series_tags = [("0008|0060", "CT"), ("0020|000e", "1.2.826.0.1.3680043.2.1125.1.424242"),
-                   ("0020|000d", "1.2.826.0.1.3680043.2.1125.1.434343"), ("0020|0037", "1\\0\\0\\0\\1\\0"),
-                   ("0008|103e", "unet-pipeline test series")]  # fmt: skip
+    series_tags = [
+        ("0008|0060", "CT"),
+        ("0020|000e", "1.2.826.0.1.3680043.2.1125.1.424242"),
+        ("0020|000d", "1.2.826.0.1.3680043.2.1125.1.434343"),
+        ("0020|0037", "1\\0\\0\\0\\1\\0"),
+        ("0008|103e", "unet-pipeline test series"),
+    ]
     for i in range(image.GetDepth()):
         sl = image[:, :, i]
         for tag, value in series_tags:

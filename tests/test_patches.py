@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from helpers_train import make_config, prepare_data
+
 from pipeline.data.patches import CaseStore, RandPatchd, StoredCase, cache_budget_bytes, reflect, sample_locations
 
 DATA_3D = {"size": (24, 28, 20)}
@@ -33,7 +33,9 @@ def test_reflect_matches_numpy_symmetric_padding() -> None:
         assert np.array_equal(base[reflect(np.arange(-13, n + 11), n)], padded)
 
 
-@pytest.mark.parametrize("shape,input_size,margin", [((30, 26), (20, 20), 6), ((5, 9, 7), (12, 8, 16), 3), ((40, 40), (16, 16), 0)])
+@pytest.mark.parametrize(
+    "shape,input_size,margin", [((30, 26), (20, 20), 6), ((5, 9, 7), (12, 8, 16), 3), ((40, 40), (16, 16), 0)]
+)
 @pytest.mark.parametrize("cached", [False, True])
 def test_window_equals_pad_then_crop(tmp_path: Path, shape, input_size, margin, cached: bool) -> None:
     """Each window is the crop of the volume mirror-padded by `margin` and then up to the patch
@@ -79,7 +81,7 @@ def test_background_centres_when_pos_is_zero(tmp_path: Path) -> None:
 def test_cache_budget() -> None:
     assert cache_budget_bytes(0.5) == 2**29
     free = cache_budget_bytes(None)
-    assert 0 < free and cache_budget_bytes(None, processes_per_node=2) <= free
+    assert free > 0 and cache_budget_bytes(None, processes_per_node=2) <= free
 
 
 def _batches(cfg, root: Path, seed: int) -> list[dict[str, torch.Tensor]]:
@@ -92,12 +94,20 @@ def _batches(cfg, root: Path, seed: int) -> list[dict[str, torch.Tensor]]:
 
 
 @pytest.mark.parametrize("workers", [0, 2])
-def test_loader_is_seeded_in_and_across_workers(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, workers: int) -> None:
+def test_loader_is_seeded_in_and_across_workers(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, workers: int
+) -> None:
     """Same seed -> same batches (also with 2 worker processes, and whether cases are cached or
     memory-mapped); another seed -> other batches; two workers never draw the same patches."""
     root = prepare_data(tmp_path, tmp_path_factory.mktemp("patch_data"), dims=3, **DATA_3D)
     aug = {"elastic": False, "rotate": True, "flip": True, "intensity": True}
-    base = {"iterations_per_epoch": 4, "batch_size": 2, "patch_size": [16, 16, 16], "num_workers": workers, "augment": aug}
+    base = {
+        "iterations_per_epoch": 4,
+        "batch_size": 2,
+        "patch_size": [16, 16, 16],
+        "num_workers": workers,
+        "augment": aug,
+    }
     mapped = make_config(3, "same", train={**base, "cache_gb": 0})
     cached = make_config(3, "same", train={**base, "cache_gb": 1})
     a, b = _batches(mapped, root, 5), _batches(cached, root, 5)
@@ -110,13 +120,17 @@ def test_loader_is_seeded_in_and_across_workers(tmp_path: Path, tmp_path_factory
         assert not torch.equal(a[0]["image"], a[1]["image"])
 
 
-def test_training_reads_no_whole_volume_when_not_cached(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch) -> None:
+def test_training_reads_no_whole_volume_when_not_cached(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch
+) -> None:
     """With cache_gb=0 every read (patch window or location) goes through a memory map."""
     from pipeline.data.manifest import load_manifest
     from pipeline.training.data import train_dataset, train_loader
 
     root = prepare_data(tmp_path, tmp_path_factory.mktemp("patch_data_mm"), dims=3, **DATA_3D)
-    cfg = make_config(3, "same", train={"iterations_per_epoch": 2, "batch_size": 2, "patch_size": [16, 16, 16], "cache_gb": 0})
+    cfg = make_config(
+        3, "same", train={"iterations_per_epoch": 2, "batch_size": 2, "patch_size": [16, 16, 16], "cache_gb": 0}
+    )
     loads: list[str | None] = []
     real_load = np.load
 

@@ -14,15 +14,16 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
-
 import stage_deps
+import yaml
 
 AUDIT_DIR = Path(__file__).resolve().parent / "file_audit"
 
 
 def _run(cmd: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=900)
+    proc = subprocess.run(
+        cmd, cwd=cwd, env=env, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=900
+    )
     assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     return proc
 
@@ -31,9 +32,13 @@ def _run(cmd: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Completed
 def fresh_repo(tmp_path_factory, repo_root) -> Path:
     """A fresh git repo holding exactly what a clone of this working tree would (tracked + unignored files)."""
     dest = tmp_path_factory.mktemp("clone") / "repo"
-    files = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=repo_root, capture_output=True, check=True
-    ).stdout.decode().split("\0")
+    files = (
+        subprocess.run(
+            ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=repo_root, capture_output=True, check=True
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for rel in filter(None, files):
         src = repo_root / rel
         if src.is_file():
@@ -41,9 +46,7 @@ def fresh_repo(tmp_path_factory, repo_root) -> Path:
             shutil.copy2(src, dest / rel)
     subprocess.run(["git", "init", "-q", "-b", "main"], cwd=dest, check=True)
     subprocess.run(["git", "add", "-A"], cwd=dest, check=True)
-    subprocess.run(
-        ["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "clone"], cwd=dest, check=True
-    )
+    subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "clone"], cwd=dest, check=True)
     return dest
 
 
@@ -78,10 +81,19 @@ def _dvc(*args: str) -> list[str]:
 
 def test_make_repro_on_fresh_clone(fresh_repo: Path, env: dict[str, str], repro: Path, repo_root: Path):
     committed_data_dvc = (repo_root / "data.dvc").read_text(encoding="utf-8")
-    assert (fresh_repo / "data.dvc").read_text(encoding="utf-8") == committed_data_dvc, "synth output differs from committed data.dvc"
-    for path in ["preprocessed/manifest.json", "checkpoints/best.pt", "reports/metrics.json", "exported/model.onnx",
-                 "exported/model.ts", "exported/configs/metadata.json", "exported/configs/inference.json",
-                 "exported/models/model.ts"]:
+    assert (fresh_repo / "data.dvc").read_text(encoding="utf-8") == committed_data_dvc, (
+        "synth output differs from committed data.dvc"
+    )
+    for path in [
+        "preprocessed/manifest.json",
+        "checkpoints/best.pt",
+        "reports/metrics.json",
+        "exported/model.onnx",
+        "exported/model.ts",
+        "exported/configs/metadata.json",
+        "exported/configs/inference.json",
+        "exported/models/model.ts",
+    ]:
         assert (fresh_repo / path).is_file(), f"{path} missing after dvc repro"
     metrics = _run(_dvc("metrics", "show", "--json"), fresh_repo, env).stdout
     shown = json.dumps(json.loads(metrics))
@@ -93,8 +105,14 @@ def test_make_repro_on_fresh_clone(fresh_repo: Path, env: dict[str, str], repro:
 def _declared(stage: dict) -> tuple[list[str], list[str], list[str], list[str]]:
     """(code deps, other deps, params, outputs) of one dvc.yaml stage."""
     deps = [str(d) for d in stage.get("deps", [])]
-    params = [p for entry in stage.get("params", []) for p in ([entry] if isinstance(entry, str) else next(iter(entry.values())))]
-    outs = [next(iter(o)) if isinstance(o, dict) else o for key in ("outs", "metrics", "plots") for o in stage.get(key, [])]
+    params = [
+        p
+        for entry in stage.get("params", [])
+        for p in ([entry] if isinstance(entry, str) else next(iter(entry.values())))
+    ]
+    outs = [
+        next(iter(o)) if isinstance(o, dict) else o for key in ("outs", "metrics", "plots") for o in stage.get(key, [])
+    ]
     code = [d for d in deps if d.split("/")[0] == stage_deps.PACKAGE]
     return code, [d for d in deps if d not in code], params, outs
 
@@ -109,8 +127,10 @@ def _opened(log: Path, repo: Path) -> dict[str, set[str]]:
         p = Path(path)
         if not p.is_relative_to(repo):
             continue
-        parts = [re.sub(r"^\.(.+)\.(?:tmp|old)-\d+-[0-9a-f]{8}$", r"\1", re.sub(r"^\.tmp-\d+-[0-9a-f]{8}-(.+)$", r"\1", x))
-                 for x in p.relative_to(repo).parts]  # fmt: skip
+        parts = [
+            re.sub(r"^\.(.+)\.(?:tmp|old)-\d+-[0-9a-f]{8}$", r"\1", re.sub(r"^\.tmp-\d+-[0-9a-f]{8}-(.+)$", r"\1", x))
+            for x in p.relative_to(repo).parts
+        ]
         rel = "/".join(parts)
         if (repo / rel).exists():  # not a failed probe (an import hook's path entry, a missing name)
             out.setdefault(command, set()).add(rel)
@@ -138,15 +158,29 @@ def test_dvc_yaml_declares_what_each_stage_uses(fresh_repo: Path, repro: Path, r
         problems += [f"{name}: imports {f}, not in deps" for f in sorted(closure - covered)]
         problems += [f"{name}: deps list {f}, which it never imports" for f in sorted(covered - closure)]
         read = stage_deps.params_read(name)
-        problems += [f"{name}: reads param {p}, not declared" for p in sorted(read) if not any(stage_deps.covers(d, p) for d in params)]
-        problems += [f"{name}: declares param {d}, never read" for d in params
-                     if not any(stage_deps.covers(d, p) or stage_deps.covers(p, d) for p in read)]  # fmt: skip
+        problems += [
+            f"{name}: reads param {p}, not declared"
+            for p in sorted(read)
+            if not any(stage_deps.covers(d, p) for d in params)
+        ]
+        problems += [
+            f"{name}: declares param {d}, never read"
+            for d in params
+            if not any(stage_deps.covers(d, p) or stage_deps.covers(p, d) for p in read)
+        ]
         files = {f for f in opened.get(name, set()) if not f.startswith(NOT_INPUTS)}
         files = {f for f in files if not (f.split("/")[0] == stage_deps.PACKAGE and f.endswith((".py", ".pyc")))}
         assert files, f"{name}: the audit hook saw no file opened (is {AUDIT_DIR}/sitecustomize.py loaded?)"
-        problems += [f"{name}: reads {f}, neither a dep nor its own output" for f in sorted(files)
-                     if not any(stage_deps.covers(d, f) for d in [*code, *other, *outs])]  # fmt: skip
-        problems += [f"{name}: deps list {d}, which it never opens" for d in other if not any(stage_deps.covers(d, f) for f in files)]
+        problems += [
+            f"{name}: reads {f}, neither a dep nor its own output"
+            for f in sorted(files)
+            if not any(stage_deps.covers(d, f) for d in [*code, *other, *outs])
+        ]
+        problems += [
+            f"{name}: deps list {d}, which it never opens"
+            for d in other
+            if not any(stage_deps.covers(d, f) for f in files)
+        ]
     assert not problems, "dvc.yaml does not match what the stages use:\n  " + "\n  ".join(problems)
 
 
@@ -183,7 +217,9 @@ def test_experiments_show_and_diff_real_metrics(fresh_repo: Path, env: dict[str,
         _run(_dvc("exp", "run", "-S", override), fresh_repo, env)
     rows = json.loads(_run(_dvc("exp", "show", "--json"), fresh_repo, env).stdout)
     workspace = next(r for r in rows if r["rev"] == "workspace")
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=fresh_repo, capture_output=True, text=True, check=True).stdout.strip()
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=fresh_repo, capture_output=True, text=True, check=True
+    ).stdout.strip()
     main = next(r for r in rows if r["rev"] == head)
     exps = [rev for group in (main.get("experiments") or []) for rev in group["revs"]]
     assert isinstance(_dice(workspace), float), workspace

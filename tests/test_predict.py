@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from helpers_eval import pipeline_env, pipeline_workdir
+
 from pipeline.inference import InferenceSettings
 from pipeline.inference.predict import predict_case
 

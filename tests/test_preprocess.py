@@ -38,7 +38,11 @@ def _config(root: Path, **sections: dict) -> Path:
 
 
 def _digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture
@@ -73,7 +77,9 @@ def test_split_is_deterministic_and_fixed_split_wins(synth_repo: Path) -> None:
     first = json.loads((synth_repo / "pre" / "manifest.json").read_text())["splits"]
     preprocess.main(["-c", str(cfg)])
     assert json.loads((synth_repo / "pre" / "manifest.json").read_text())["splits"] == first
-    fixed = _config(synth_repo, preprocess={"split": {"train": ["synth_000", "synth_001", "synth_002"], "val": ["synth_003"]}})
+    fixed = _config(
+        synth_repo, preprocess={"split": {"train": ["synth_000", "synth_001", "synth_002"], "val": ["synth_003"]}}
+    )
     assert preprocess.main(["-c", str(fixed)]) == 0
     assert json.loads((synth_repo / "pre" / "manifest.json").read_text())["splits"]["val"] == ["synth_003"]
 
@@ -95,8 +101,17 @@ def _lps_case(root: Path) -> Path:
         im.SetOrigin((10.0, -5.0, 2.0))
         im.SetDirection((1, 0, 0, 0, 1, 0, 0, 0, 1))  # identity in ITK = LPS
         sitk.WriteImage(im, str(root / "data" / rel))
-    ds = build_dataset_json(name="lps", description="", spatial_dims=3, modality="mr", channel_names={"0": "MR"},
-                            labels=["background", "object"], label_mapping=None, source="test", case_ids=["c1", "c2"])  # fmt: skip
+    ds = build_dataset_json(
+        name="lps",
+        description="",
+        spatial_dims=3,
+        modality="mr",
+        channel_names={"0": "MR"},
+        labels=["background", "object"],
+        label_mapping=None,
+        source="test",
+        case_ids=["c1", "c2"],
+    )
     for rel in ("imagesTr/c2_0000.nii.gz", "labelsTr/c2.nii.gz"):
         (root / "data" / rel).write_bytes((root / "data" / rel.replace("c2", "c1")).read_bytes())
     (root / "data" / "dataset.json").write_text(dumps(ds))
@@ -105,8 +120,13 @@ def _lps_case(root: Path) -> Path:
 
 def test_reorients_to_ras_and_resamples_and_records_the_source_geometry(tmp_path: Path) -> None:
     root = _lps_case(tmp_path)
-    cfg = _config(root, data={"spatial_dims": 3}, preprocess={"orientation": "RAS", "target_spacing": [1.6, 1.2, 1.5],
-                  "folds": 2, "border_weights": False}, train={"patch_size": [16, 16, 16]}, inference={"tile_size": [16, 16, 16]})  # fmt: skip
+    cfg = _config(
+        root,
+        data={"spatial_dims": 3},
+        preprocess={"orientation": "RAS", "target_spacing": [1.6, 1.2, 1.5], "folds": 2, "border_weights": False},
+        train={"patch_size": [16, 16, 16]},
+        inference={"tile_size": [16, 16, 16]},
+    )
     assert preprocess.main(["-c", str(cfg)]) == 0
     manifest = json.loads((root / "pre" / "manifest.json").read_text())
     case = manifest["cases"][0]
@@ -119,7 +139,9 @@ def test_reorients_to_ras_and_resamples_and_records_the_source_geometry(tmp_path
     np.testing.assert_allclose(case["original"]["spacing"], [0.8, 1.2, 3.0], atol=1e-6)
     # extents 20 x 0.8, 16 x 1.2, 10 x 3.0 mm at 1.6 / 1.2 / 1.5 mm: about 10, 16, 20 voxels
     label = np.load(root / "pre" / case["label"])
-    assert np.abs(np.array(label.shape[1:]) - (10, 16, 20)).max() <= 1 and case["spacing"] == pytest.approx([1.6, 1.2, 1.5])
+    assert np.abs(np.array(label.shape[1:]) - (10, 16, 20)).max() <= 1 and case["spacing"] == pytest.approx(
+        [1.6, 1.2, 1.5]
+    )
     # LPS -> RAS flips x and y. y keeps its 1.2 mm spacing: the object at ITK y index 4..9 of 16 must land
     # at RAS y 6..11 (flipped), not 4..9
     ys = np.nonzero(label[0].any(axis=(0, 2)))[0]
@@ -198,8 +220,16 @@ def _break_empty(data: Path) -> str:
 
 @pytest.mark.parametrize(
     "breaker",
-    [_break_shape, _break_geometry, _break_label_values, _break_nan, _break_truncated, _break_missing_label, _break_dims,
-     _break_empty],  # fmt: skip
+    [
+        _break_shape,
+        _break_geometry,
+        _break_label_values,
+        _break_nan,
+        _break_truncated,
+        _break_missing_label,
+        _break_dims,
+        _break_empty,
+    ],
     ids=lambda f: f.__name__.removeprefix("_break_"),
 )
 def test_bad_input_is_named_and_earlier_output_survives(
@@ -212,7 +242,7 @@ def test_bad_input_is_named_and_earlier_output_survives(
     pattern = breaker(synth_repo / "data")
     assert preprocess.main(["-c", str(cfg)]) == 2
     err = capsys.readouterr().err
-    message = err[err.index("error:"):]
+    message = err[err.index("error:") :]
     assert re.search(pattern, message, flags=re.S), message
     assert _digest(synth_repo / "pre") == before
     assert sorted(p.name for p in synth_repo.iterdir()) == ["data", "params.yaml", "pre"]  # no temp dirs left

@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 import yaml
-
 from helpers_train import LABELS, make_config, prepare_data
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -45,13 +44,26 @@ def data_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _git_dvc_repo(root: Path) -> tuple[str, str]:
     """Make `root` a git repo whose data/ is DVC-tracked (real `git` and `dvc add`); (commit, data md5)."""
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@t", "DVC_NO_ANALYTICS": "1"}  # fmt: skip
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+        "DVC_NO_ANALYTICS": "1",
+    }
     dvc = str(Path(sys.executable).parent / "dvc")
-    for cmd in (["git", "init", "-q"], [dvc, "init", "-q"], [dvc, "add", "-q", "data"],
-                ["git", "add", "-A"], ["git", "commit", "-q", "-m", "data"]):  # fmt: skip
+    for cmd in (
+        ["git", "init", "-q"],
+        [dvc, "init", "-q"],
+        [dvc, "add", "-q", "data"],
+        ["git", "add", "-A"],
+        ["git", "commit", "-q", "-m", "data"],
+    ):
         subprocess.run(cmd, cwd=root, env=env, check=True, capture_output=True, timeout=120)
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+    ).stdout.strip()
     md5 = yaml.safe_load((root / "data.dvc").read_text())["outs"][0]["md5"]
     return commit, md5
 
@@ -122,7 +134,7 @@ def _free_port() -> int:
 
 def _get(base: str, route: str, **query: str) -> Any:
     url = f"{base}{route}?{urllib.parse.urlencode(query)}" if query else f"{base}{route}"
-    with urllib.request.urlopen(url, timeout=30) as resp:  # noqa: S310 -- a local server
+    with urllib.request.urlopen(url, timeout=30) as resp:
         body = resp.read()
     return json.loads(body) if resp.headers.get_content_type() == "application/json" else body
 
@@ -133,11 +145,21 @@ def mlflow_server(tmp_path: Path):
     port = _free_port()
     log = open(tmp_path / "server.log", "wb")
     cmd = [
-        str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-        "--workers", "1", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+        str(Path(sys.executable).parent / "mlflow"),
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--backend-store-uri",
+        f"sqlite:///{tmp_path / 'server.db'}",
         # clients upload artifacts over HTTP (mlflow-artifacts:/ URIs); the server stores them here
-        "--serve-artifacts", "--artifacts-destination", str(tmp_path / "artifacts"),
-    ]  # fmt: skip
+        "--serve-artifacts",
+        "--artifacts-destination",
+        str(tmp_path / "artifacts"),
+    ]
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
     env.pop("MLFLOW_TRACKING_URI", None)
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -146,7 +168,9 @@ def mlflow_server(tmp_path: Path):
         deadline = time.monotonic() + 90
         while True:
             if proc.poll() is not None:
-                pytest.fail(f"mlflow server exited with {proc.returncode}:\n{(tmp_path / 'server.log').read_text()[-3000:]}")
+                pytest.fail(
+                    f"mlflow server exited with {proc.returncode}:\n{(tmp_path / 'server.log').read_text()[-3000:]}"
+                )
             try:
                 if _get(base, "/health") in (b"OK", "OK"):
                     break
@@ -204,7 +228,7 @@ def test_team_server_over_rest(
         data=json.dumps({"experiment_ids": [exp_id]}).encode(),
         headers={"Content-Type": "application/json"},
     )
-    with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310 -- a local server
+    with urllib.request.urlopen(req, timeout=30) as resp:
         listed = json.loads(resp.read())["runs"]
     assert [x["info"]["run_id"] for x in listed] == [ref.run_id]
 

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from helpers_train import LABELS, make_config, prepare_data
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -49,7 +48,15 @@ def _check_outputs(workdir: Path, cfg, epochs: int) -> list[dict[str, str]]:
         assert state["class_names"] == LABELS
     rows = _read_history(workdir / "reports" / "train_history.csv")
     assert [int(r["epoch"]) for r in rows] == list(range(1, epochs + 1))
-    assert set(rows[0]) >= {"train_loss", "val_dice_mean", "val_iou_mean", "val_dice_round", "val_iou_angular", "lr", "epoch_time"}
+    assert set(rows[0]) >= {
+        "train_loss",
+        "val_dice_mean",
+        "val_iou_mean",
+        "val_dice_round",
+        "val_iou_angular",
+        "lr",
+        "epoch_time",
+    }
     return rows
 
 
@@ -122,7 +129,10 @@ def test_resume_equals_uninterrupted(workdir: Path, data_cache: Path) -> None:
     assert b["scheduler"]["last_epoch"] == a["scheduler"]["last_epoch"] == 12
     # the resumed training kept logging into the run it started
     assert b["mlflow_run_id"] == run_id == read_run_ref(workdir / "reports").run_id
-    steps = [m.step for m in MlflowClient(tracking_uri=os.environ["MLFLOW_TRACKING_URI"]).get_metric_history(run_id, "train_loss")]
+    steps = [
+        m.step
+        for m in MlflowClient(tracking_uri=os.environ["MLFLOW_TRACKING_URI"]).get_metric_history(run_id, "train_loss")
+    ]
     assert sorted(steps) == [1, 2, 3]
 
 
@@ -148,15 +158,17 @@ def test_weighted_ce_with_border_weights_trains(workdir: Path, data_cache: Path)
     root = prepare_data(workdir, data_cache, dims=2, border_weights=True)
     w = np.load(next((root / "cases").glob("*_weight.npy")))
     assert w.max() > 5.0  # gaps between touching objects carry the w0 term
-    cfg = make_config(2, "valid", train={"epochs": 2, "iterations_per_epoch": 4, "loss": "weighted_ce", "ignore_label": 255})
+    cfg = make_config(
+        2, "valid", train={"epochs": 2, "iterations_per_epoch": 4, "loss": "weighted_ce", "ignore_label": 255}
+    )
     run(cfg)
     rows = _read_history(workdir / "reports" / "train_history.csv")
     assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
 
 
 def test_weighted_ce_needs_weight_maps(workdir: Path, data_cache: Path) -> None:
-    from pipeline.stages.train import run
     from pipeline.data.manifest import ManifestError
+    from pipeline.stages.train import run
 
     prepare_data(workdir, data_cache, dims=2)
     with pytest.raises(ManifestError, match="border_weights"):
@@ -164,8 +176,8 @@ def test_weighted_ce_needs_weight_maps(workdir: Path, data_cache: Path) -> None:
 
 
 def test_missing_manifest_is_a_clear_error(workdir: Path) -> None:
-    from pipeline.stages.train import run
     from pipeline.data.manifest import ManifestError
+    from pipeline.stages.train import run
 
     with pytest.raises(ManifestError, match="preprocess"):
         run(make_config(2, "same"))
@@ -207,17 +219,25 @@ def test_dice_ce_ignore_label_masks_voxels() -> None:
 def test_patches_are_balanced_and_aligned(tmp_path: Path, data_cache: Path, dims: int, padding: str) -> None:
     """Valid mode: image patch = legal input, label = centre crop; labels stay under their image;
     pos_fraction=1 centres every patch on foreground."""
-    from pipeline.model import output_size
     from pipeline.data.manifest import load_manifest
+    from pipeline.model import output_size
     from pipeline.training.data import patch_geometry, train_dataset, train_loader
 
     root = prepare_data(tmp_path, data_cache, dims=dims, **(DATA_3D if dims == 3 else {}))
     for augment in (False, True):
         aug = {"elastic": augment, "rotate": augment, "flip": augment, "intensity": False, "prob": 1.0}
         cfg = make_config(
-            dims, padding, model={"features": [8, 16, 32]},
-            train={"patch_size": [16] * dims, "pos_fraction": 1.0, "iterations_per_epoch": 3, "batch_size": 4, "augment": aug},
-        )  # fmt: skip
+            dims,
+            padding,
+            model={"features": [8, 16, 32]},
+            train={
+                "patch_size": [16] * dims,
+                "pos_fraction": 1.0,
+                "iterations_per_epoch": 3,
+                "batch_size": 4,
+                "augment": aug,
+            },
+        )
         geo = patch_geometry(cfg)
         if padding == "valid":
             assert geo.output_size == output_size(geo.input_size, cfg.depth) and geo.output_size >= (16,) * dims

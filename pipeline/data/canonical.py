@@ -103,7 +103,9 @@ def load_dataset(root: str | Path) -> DatasetInfo:
     path = root / DATASET_JSON
     if not path.is_file():
         raise DatasetError(
-            [f"{path}: not found; create the dataset with `unet-pipeline data synth` or `unet-pipeline data import SRC`"]
+            [
+                f"{path}: not found; create the dataset with `unet-pipeline data synth` or `unet-pipeline data import SRC`"
+            ]
         )
     try:
         meta = json.loads(path.read_text())

@@ -122,7 +122,9 @@ def _msd_labels(meta: dict[str, Any], path: Path) -> list[str]:
     elif all(isinstance(v, int) for v in labels.values()):
         pairs = {int(v): str(k) for k, v in labels.items()}
     else:
-        raise DatasetError([f"{path}: 'labels' must map indices to names (MSD) or names to integer indices (nnU-Net v2), got {labels}"])
+        raise DatasetError(
+            [f"{path}: 'labels' must map indices to names (MSD) or names to integer indices (nnU-Net v2), got {labels}"]
+        )
     if sorted(pairs) != list(range(len(pairs))):
         raise DatasetError([f"{path}: label indices {sorted(pairs)} are not contiguous 0..{len(pairs) - 1}"])
     return [pairs[i] for i in range(len(pairs))]
@@ -144,23 +146,38 @@ def _msd_cases(src: Path, meta: dict[str, Any]) -> list[SourceCase]:
             else:  # MSD proper: one file, 4D (x, y, z, channel) when the set is multi-modal
                 cases.append(SourceCase(cid, [image], label, channels_in_4d=n_ch if n_ch > 1 else 0))
     else:  # nnU-Net v2: files named <id>_<XXXX><ending>
-        ids = sorted({re.sub(r"_\d{4}$", "", _strip_ending(p.name)) for p in (src / "imagesTr").glob(f"*{ending}")
-                      if not p.name.startswith(".")})  # fmt: skip
+        ids = sorted(
+            {
+                re.sub(r"_\d{4}$", "", _strip_ending(p.name))
+                for p in (src / "imagesTr").glob(f"*{ending}")
+                if not p.name.startswith(".")
+            }
+        )
         for cid in ids:
             images = [src / "imagesTr" / f"{cid}_{c:04d}{ending}" for c in range(n_ch)]
             cases.append(SourceCase(cid, images, src / "labelsTr" / f"{cid}{ending}"))
     for case in cases:
-        case.copy_as_is = not case.channels_in_4d and all(str(p).endswith(FILE_ENDING) for p in [*case.images, case.label])
+        case.copy_as_is = not case.channels_in_4d and all(
+            str(p).endswith(FILE_ENDING) for p in [*case.images, case.label]
+        )
     return cases
 
 
 def _pairs_cases(src: Path) -> list[SourceCase]:
     def index(folder: Path) -> dict[str, Path]:
-        return {_strip_ending(p.name): p for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".")}
+        return {
+            _strip_ending(p.name): p for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".")
+        }
 
     images, labels = index(src / "images"), index(src / "labels")
-    problems = [f"{src / 'images'}: {images[k].name} has no label in {src / 'labels'}" for k in sorted(set(images) - set(labels))]
-    problems += [f"{src / 'labels'}: {labels[k].name} has no image in {src / 'images'}" for k in sorted(set(labels) - set(images))]
+    problems = [
+        f"{src / 'images'}: {images[k].name} has no label in {src / 'labels'}"
+        for k in sorted(set(images) - set(labels))
+    ]
+    problems += [
+        f"{src / 'labels'}: {labels[k].name} has no image in {src / 'images'}"
+        for k in sorted(set(labels) - set(images))
+    ]
     if problems:
         raise DatasetError(problems)
     return [SourceCase(k, [images[k]], labels[k]) for k in sorted(images)]
@@ -174,7 +191,11 @@ def _stack_files(src: Path, strict: bool = True) -> tuple[Path, Path] | None:
     if len(labels) == 1 and len(images) == 1:
         return images[0], labels[0]
     if strict:
-        raise DatasetError([f"{src}: a stack dataset holds one multi-page TIFF of images and one whose name contains 'label'; found {[p.name for p in tiffs]}"])
+        raise DatasetError(
+            [
+                f"{src}: a stack dataset holds one multi-page TIFF of images and one whose name contains 'label'; found {[p.name for p in tiffs]}"
+            ]
+        )
     return None
 
 
@@ -210,8 +231,10 @@ def _map_label(label: Any, spec: LabelSpec | None, where: str, n_classes: int) -
     unmapped = sorted(set(values.tolist()) - set(spec.raw_to_class))
     if unmapped:
         raise DatasetError(
-            [f"{where}: mask values {unmapped} are not mapped by --labels (found values {values.tolist()}; "
-             f"mapped: {spec.mapping_record})"]  # fmt: skip
+            [
+                f"{where}: mask values {unmapped} are not mapped by --labels (found values {values.tolist()}; "
+                f"mapped: {spec.mapping_record})"
+            ]
         )
     lut = np.zeros(int(values.max()) - int(values.min()) + 1, np.uint8)
     for raw, cls in spec.raw_to_class.items():
@@ -236,8 +259,12 @@ def _split_4d(path: Path, n_channels: int, case_id: str, out: Path) -> None:
     try:
         img = nib.load(path)
         if img.ndim != 4 or img.shape[3] != n_channels:
-            raise DatasetError([f"{path}: shape {img.shape}, but dataset.json lists {n_channels} modalities; "
-                                f"expected a 4D image (x, y, z, {n_channels})"])  # fmt: skip
+            raise DatasetError(
+                [
+                    f"{path}: shape {img.shape}, but dataset.json lists {n_channels} modalities; "
+                    f"expected a 4D image (x, y, z, {n_channels})"
+                ]
+            )
         for c in range(n_channels):
             data = np.asanyarray(img.dataobj[..., c])
             nib.save(nib.Nifti1Image(data, img.affine, img.header), out / image_relpath(case_id, c))
@@ -294,7 +321,9 @@ def _dvc_add(out: Path) -> str:
     return f"`dvc add {out}` done"
 
 
-def import_dataset(src: str | Path, out: str | Path = "data", layout: str | None = None, labels: str | None = None) -> dict[str, Any]:
+def import_dataset(
+    src: str | Path, out: str | Path = "data", layout: str | None = None, labels: str | None = None
+) -> dict[str, Any]:
     """Convert `src` into the canonical layout at `out`; returns the written dataset.json."""
     from tqdm import tqdm
 
@@ -318,8 +347,10 @@ def import_dataset(src: str | Path, out: str | Path = "data", layout: str | None
             names = _msd_labels(json.loads((src / DATASET_JSON).read_text()), src / DATASET_JSON)
         elif spec is None:
             raise DatasetError(
-                [f"{src}: the masks hold raw values {_found_values(cases)} and nothing maps them to classes; pass "
-                 "--labels NAME=RAW,... in class-index order (e.g. --labels background=0,object=255)"]  # fmt: skip
+                [
+                    f"{src}: the masks hold raw values {_found_values(cases)} and nothing maps them to classes; pass "
+                    "--labels NAME=RAW,... in class-index order (e.g. --labels background=0,object=255)"
+                ]
             )
         else:
             names = spec.names
@@ -347,8 +378,12 @@ def import_dataset(src: str | Path, out: str | Path = "data", layout: str | None
             _write_case(case, tmp, spec, len(names))
             written = len(list((tmp / "imagesTr").glob(f"{case.id}_[0-9][0-9][0-9][0-9]{FILE_ENDING}")))
             if written != len(channel_names):
-                raise DatasetError([f"{_describe(case)}: {written} channel(s), but the dataset has {len(channel_names)} "
-                                    f"({', '.join(channel_names.values())})"])  # fmt: skip
+                raise DatasetError(
+                    [
+                        f"{_describe(case)}: {written} channel(s), but the dataset has {len(channel_names)} "
+                        f"({', '.join(channel_names.values())})"
+                    ]
+                )
         dataset = build_dataset_json(
             name=str(meta.get("name") or src.name),
             description=str(meta.get("description") or f"imported from {src}"),
@@ -359,7 +394,7 @@ def import_dataset(src: str | Path, out: str | Path = "data", layout: str | None
             label_mapping=spec.mapping_record if spec else None,
             source=f"unet-pipeline data import {src} --layout {layout}" + (f" --labels {labels}" if labels else ""),
             case_ids=[c.id for c in cases],
-        )  # fmt: skip
+        )
         write_text_atomic(tmp / DATASET_JSON, dumps(dataset))
         # the checks preprocess runs, on what was staged: a refused dataset never replaces `out`
         _validate_staged(tmp, cases, src, n_channels=len(channel_names), n_labels=len(names))
@@ -373,7 +408,9 @@ def _source_of(case: SourceCase, staged: Path) -> dict[str, str]:
         src = case.images[0] if case.channels_in_4d else case.images[min(c, len(case.images) - 1)]
         name = str(src) if isinstance(src, Path) else f"{case.id} (image page)"
         out[str(staged / image_relpath(case.id, c))] = name
-    out[str(staged / label_relpath(case.id))] = str(case.label) if isinstance(case.label, Path) else f"{case.id} (label page)"
+    out[str(staged / label_relpath(case.id))] = (
+        str(case.label) if isinstance(case.label, Path) else f"{case.id} (label page)"
+    )
     return out
 
 
@@ -387,9 +424,13 @@ def _validate_staged(staged: Path, cases: list[SourceCase], src: Path, n_channel
     info = load_dataset(staged)
     try:
         validate_cases(
-            info.cases, where=src, spatial_dims=None, label_values=range(n_labels), in_channels=n_channels,
+            info.cases,
+            where=src,
+            spatial_dims=None,
+            label_values=range(n_labels),
+            in_channels=n_channels,
             num_workers=min(2, os.cpu_count() or 1),
-        )  # fmt: skip
+        )
     except DatasetError as exc:
         names: dict[str, str] = {}
         for case in cases:
@@ -399,7 +440,9 @@ def _validate_staged(staged: Path, cases: list[SourceCase], src: Path, n_channel
             for staged_name, source_name in sorted(names.items(), key=lambda kv: -len(kv[0])):
                 problem = problem.replace(staged_name, source_name)
             problems.append(problem.replace(str(staged), str(src)))
-        raise DatasetError(problems, header=f"{src}: not imported, nothing written ({len(problems)} problem(s))") from None
+        raise DatasetError(
+            problems, header=f"{src}: not imported, nothing written ({len(problems)} problem(s))"
+        ) from None
 
 
 def _modality(meta: dict[str, Any]) -> str:
@@ -424,4 +467,3 @@ def main(args: argparse.Namespace) -> None:
         + (f"; raw->class {dataset['label_mapping']}" if dataset["label_mapping"] else "")
         + f"); {dvc_note}"
     )
-

@@ -18,7 +18,9 @@ class ManifestError(ValueError):
     """`preprocessed/manifest.json` is missing, unreadable or does not fit the config."""
 
 
-def load_manifest(pre_dir: str | Path, required: Sequence[str] = ("labels", "preprocessing", "splits", "cases")) -> dict[str, Any]:
+def load_manifest(
+    pre_dir: str | Path, required: Sequence[str] = ("labels", "preprocessing", "splits", "cases")
+) -> dict[str, Any]:
     """The parsed manifest, with every key in `required` present."""
     path = Path(pre_dir) / MANIFEST
     if not path.is_file():

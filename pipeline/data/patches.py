@@ -125,7 +125,9 @@ class CaseStore:
         lo = [int(ix.min()) for ix in index]
         slab = np.asarray(arr[(slice(None), *(slice(a, int(ix.max()) + 1) for a, ix in zip(lo, index)))])
         local = [ix - a for a, ix in zip(lo, index)]
-        if all(ix.size == s and (ix.size < 2 or bool(np.all(np.diff(ix) == 1))) for ix, s in zip(local, slab.shape[1:])):
+        if all(
+            ix.size == s and (ix.size < 2 or bool(np.all(np.diff(ix) == 1))) for ix, s in zip(local, slab.shape[1:])
+        ):
             return np.ascontiguousarray(slab)  # plain window: no reflection
         return slab[np.ix_(np.arange(slab.shape[0]), *local)]
 
@@ -146,7 +148,9 @@ class RandPatchd(Randomizable, Transform):
     symmetrically up to `input_size`, as `BorderPad` + `SpatialPad` would).
     """
 
-    def __init__(self, store: CaseStore, keys: Sequence[str], input_size: Sequence[int], margin: int, pos: float) -> None:
+    def __init__(
+        self, store: CaseStore, keys: Sequence[str], input_size: Sequence[int], margin: int, pos: float
+    ) -> None:
         self.store = store
         self.keys = tuple(keys)
         self.input_size = tuple(int(s) for s in input_size)

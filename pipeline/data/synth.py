@@ -56,9 +56,11 @@ def _shape_mask(kind: str, grid: list[np.ndarray], centre: np.ndarray, r: float,
         t = max(r / 3.0, 1.5)
         if w is None:
             return ((np.abs(u) <= r) & (np.abs(v) <= t)) | ((np.abs(v) <= r) & (np.abs(u) <= t))
-        bars = [(np.abs(u) <= r) & (np.abs(v) <= t) & (np.abs(w) <= t),
-                (np.abs(v) <= r) & (np.abs(u) <= t) & (np.abs(w) <= t),
-                (np.abs(w) <= r) & (np.abs(u) <= t) & (np.abs(v) <= t)]  # fmt: skip
+        bars = [
+            (np.abs(u) <= r) & (np.abs(v) <= t) & (np.abs(w) <= t),
+            (np.abs(v) <= r) & (np.abs(u) <= t) & (np.abs(w) <= t),
+            (np.abs(w) <= r) & (np.abs(u) <= t) & (np.abs(v) <= t),
+        ]
         return bars[0] | bars[1] | bars[2]
     raise ValueError(kind)
 

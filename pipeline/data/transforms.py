@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from pipeline.config import Config
 
 
-def preprocessing_spec(cfg: "Config", fingerprint: Mapping[str, Any]) -> dict[str, Any]:
+def preprocessing_spec(cfg: Config, fingerprint: Mapping[str, Any]) -> dict[str, Any]:
     """The JSON-able spec (docs/ARCHITECTURE.md) from the config and the dataset fingerprint."""
     p = cfg.preprocess
     if p.target_spacing == "auto":
@@ -26,12 +26,19 @@ def preprocessing_spec(cfg: "Config", fingerprint: Mapping[str, Any]) -> dict[st
         spacing = None
     else:
         spacing = [float(s) for s in p.target_spacing]
-    norm: dict[str, Any] = {"scheme": p.normalization, "nonzero": bool(p.normalize_nonzero), "clip": None,
-                            "mean": None, "std": None}  # fmt: skip
+    norm: dict[str, Any] = {
+        "scheme": p.normalization,
+        "nonzero": bool(p.normalize_nonzero),
+        "clip": None,
+        "mean": None,
+        "std": None,
+    }
     if p.normalization == "ct":
         fg = fingerprint["intensity"][0]["foreground"]
         if fg["mean"] is None:
-            raise ValueError("normalization 'ct' needs foreground voxels to compute its statistics; the labels hold none")
+            raise ValueError(
+                "normalization 'ct' needs foreground voxels to compute its statistics; the labels hold none"
+            )
         lo, hi = p.ct_window if p.ct_window is not None else (fg["p00_5"], fg["p99_5"])
         # nnU-Net's CT scheme: clip to the window, then z-score with the foreground mean / std
         norm.update(clip=[float(lo), float(hi)], mean=float(fg["mean"]), std=float(max(fg["std"], 1e-8)))
@@ -127,5 +134,7 @@ def invert_to_source(chain: Compose, data: Mapping[str, Any], pred: Any, nearest
     d = {"image": image, "pred": wrapped}
     inverter = Invertd(keys="pred", transform=chain, orig_keys="image", nearest_interp=nearest, to_tensor=True)
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="inverse has been called but no invertible transforms", category=UserWarning)
+        warnings.filterwarnings(
+            "ignore", message="inverse has been called but no invertible transforms", category=UserWarning
+        )
         return inverter(d)["pred"]

@@ -24,7 +24,7 @@ from pipeline.data.parallel import parallel_map
 GEOMETRY_TOLERANCE = 1e-2
 INTENSITY_SAMPLES = 10_000  # per case and channel, for the fingerprint's percentiles
 
-__all__ = ["DatasetError", "CaseStats", "inspect_case", "validate_cases", "GEOMETRY_TOLERANCE"]
+__all__ = ["GEOMETRY_TOLERANCE", "CaseStats", "DatasetError", "inspect_case", "validate_cases"]
 
 
 @dataclass
@@ -173,9 +173,7 @@ def validate_cases(
         if case.id in seen:
             problems.append(f"{case.name}: case id {case.id!r} also used by {seen[case.id].name}")
         seen[case.id] = case
-    fn = functools.partial(
-        inspect_case, spatial_dims=spatial_dims, label_values=label_values, in_channels=in_channels
-    )
+    fn = functools.partial(inspect_case, spatial_dims=spatial_dims, label_values=label_values, in_channels=in_channels)
     results = parallel_map(fn, list(cases), num_workers, desc="validate")
     stats, read = [], []
     for case, (stat, probs) in zip(cases, results):

@@ -119,7 +119,9 @@ def save_overlay(path: str | Path, image: Any, label: Any = None, prediction: An
     return save_figure(overlay_figure(image, label, prediction, **kwargs), path)
 
 
-def per_case_dice_figure(case_ids: Sequence[str], dice: Sequence[float], title: str = "per-case Dice (foreground mean)") -> Any:
+def per_case_dice_figure(
+    case_ids: Sequence[str], dice: Sequence[float], title: str = "per-case Dice (foreground mean)"
+) -> Any:
     """Bar chart of each case's Dice, sorted ascending, with the mean and median as lines."""
     plt = _pyplot()
     order = np.argsort(np.asarray(dice, dtype=float), kind="stable")

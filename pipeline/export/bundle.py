@@ -346,6 +346,10 @@ def verify_bundle(bundle_dir: str | Path) -> None:
     with quiet_jit():  # inference.json loads the network with torch.jit.load
         # n=2: at n=1 (the smallest legal size) the bottleneck is 1 voxel, which instance norm rejects
         verify_net_in_out(
-            net_id="network_def", meta_file=str(meta), config_file=str(config), device="cpu",
-            bundle_root=str(bundle_dir), n=2,
-        )  # fmt: skip
+            net_id="network_def",
+            meta_file=str(meta),
+            config_file=str(config),
+            device="cpu",
+            bundle_root=str(bundle_dir),
+            n=2,
+        )

@@ -35,9 +35,13 @@ class UNetInferer(Inferer):
     ) -> None:
         super().__init__()
         self.kwargs = dict(
-            padding=padding, depth=int(depth), tile_size=tuple(int(t) for t in tile_size),
-            overlap=float(overlap), blend=blend, batch_size=int(batch_size),
-        )  # fmt: skip
+            padding=padding,
+            depth=int(depth),
+            tile_size=tuple(int(t) for t in tile_size),
+            overlap=float(overlap),
+            blend=blend,
+            batch_size=int(batch_size),
+        )
         self.tta = bool(tta)
         self.tta_axes = None if tta_axes is None else tuple(int(a) for a in tta_axes)
         self.probabilities = bool(probabilities) or self.tta
@@ -60,7 +64,15 @@ class UNetInferer(Inferer):
 class OverlapTileInferer(UNetInferer):
     """`UNetInferer` fixed to valid padding: the U-Net paper's overlap-tile strategy."""
 
-    def __init__(self, depth: int, tile_size: Sequence[int], batch_size: int = 4, tta: bool = False,
-                 probabilities: bool = False, tta_axes: Sequence[int] | None = None) -> None:  # fmt: skip
-        super().__init__("valid", depth, tile_size, batch_size=batch_size, tta=tta, probabilities=probabilities,
-                         tta_axes=tta_axes)  # fmt: skip
+    def __init__(
+        self,
+        depth: int,
+        tile_size: Sequence[int],
+        batch_size: int = 4,
+        tta: bool = False,
+        probabilities: bool = False,
+        tta_axes: Sequence[int] | None = None,
+    ) -> None:
+        super().__init__(
+            "valid", depth, tile_size, batch_size=batch_size, tta=tta, probabilities=probabilities, tta_axes=tta_axes
+        )

@@ -39,10 +39,10 @@ class OnnxNet:
         return torch.from_numpy(out).to(x.device)
 
     # the inference code may call these on a torch module; they are no-ops for a session
-    def eval(self) -> "OnnxNet":
+    def eval(self) -> OnnxNet:
         return self
 
-    def to(self, *_: Any, **__: Any) -> "OnnxNet":
+    def to(self, *_: Any, **__: Any) -> OnnxNet:
         return self
 
 
@@ -60,10 +60,10 @@ class TorchScriptNet:
         with torch.no_grad():
             return self.module(x.to(self.device, dtype=torch.float32)).to(x.device)
 
-    def eval(self) -> "TorchScriptNet":
+    def eval(self) -> TorchScriptNet:
         return self
 
-    def to(self, *_: Any, **__: Any) -> "TorchScriptNet":
+    def to(self, *_: Any, **__: Any) -> TorchScriptNet:
         return self
 
 

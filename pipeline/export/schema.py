@@ -42,10 +42,22 @@ _NETWORK_IO: dict[str, Any] = {
 }
 
 _STRING_FIELDS = (
-    "schema", "version", "monai_version", "pytorch_version", "numpy_version", "task", "description",
-    "authors", "copyright", "data_source", "data_type", "image_classes", "label_classes", "pred_classes",
+    "schema",
+    "version",
+    "monai_version",
+    "pytorch_version",
+    "numpy_version",
+    "task",
+    "description",
+    "authors",
+    "copyright",
+    "data_source",
+    "data_type",
+    "image_classes",
+    "label_classes",
+    "pred_classes",
     "intended_use",
-)  # fmt: skip
+)
 
 _PIPELINE: dict[str, Any] = {
     "type": "object",
@@ -86,10 +98,20 @@ META_SCHEMA: dict[str, Any] = {
     },
     "patternProperties": {"^[_a-zA-Z0-9]+_data_format$": {"$ref": "#/$defs/network_io"}},
     "required": [
-        "schema", "version", "monai_version", "pytorch_version", "numpy_version", "required_packages_version",
-        "task", "description", "authors", "copyright", "network_data_format", "unet_pipeline",
+        "schema",
+        "version",
+        "monai_version",
+        "pytorch_version",
+        "numpy_version",
+        "required_packages_version",
+        "task",
+        "description",
+        "authors",
+        "copyright",
+        "network_data_format",
+        "unet_pipeline",
     ],
-}  # fmt: skip
+}
 
 
 def write_schema(path: str | Path) -> Path:

@@ -38,7 +38,11 @@ def pip_requirements(*names: str) -> list[str]:
 
 
 def signature(
-    in_channels: int, out_channels: int, spatial_dims: int, input_name: str | None = None, output_name: str | None = None
+    in_channels: int,
+    out_channels: int,
+    spatial_dims: int,
+    input_name: str | None = None,
+    output_name: str | None = None,
 ) -> Any:
     """Tensor signature with -1 (free) batch and spatial axes: the model takes any legal size.
 

@@ -93,9 +93,7 @@ def verify_exports(
                 continue
             diff = float((out - ref).abs().max())
             ok = diff <= tolerance
-            report["checks"].append(
-                {"runtime": name, "input_shape": list(x.shape), "max_abs_diff": diff, "passed": ok}
-            )
+            report["checks"].append({"runtime": name, "input_shape": list(x.shape), "max_abs_diff": diff, "passed": ok})
             if not ok:
                 failures.append(f"{name} differs from eager by {diff:.3g} > {tolerance:g} on input {tuple(x.shape)}")
     report["passed"] = not failures

@@ -89,9 +89,14 @@ def predict_probabilities(
     `tta_axes` (default: all spatial axes; 2**len(axes) passes, each flipped back before averaging).
     """
     kwargs = dict(
-        padding=padding, depth=depth, tile_size=tile_size, overlap=overlap, blend=blend,
-        batch_size=batch_size, progress=progress,
-    )  # fmt: skip
+        padding=padding,
+        depth=depth,
+        tile_size=tile_size,
+        overlap=overlap,
+        blend=blend,
+        batch_size=batch_size,
+        progress=progress,
+    )
     nd = len(tile_size)
     first_spatial = image.dim() - nd
     flips = flip_axes_combinations(nd, tta_axes) if tta else [()]

@@ -60,7 +60,9 @@ def plan_tiles(image_size: Sequence[int], depth: int, tile_output: Sequence[int]
     """
     image_size = tuple(int(n) for n in image_size)
     if len(tile_output) != len(image_size):
-        raise ValueError(f"tile size {tuple(tile_output)} has {len(tile_output)} axes, image {image_size} has {len(image_size)}")
+        raise ValueError(
+            f"tile size {tuple(tile_output)} has {len(tile_output)} axes, image {image_size} has {len(image_size)}"
+        )
     if any(n < 1 for n in image_size):
         raise ValueError(f"image size {image_size} has an empty axis")
     step = 2**depth

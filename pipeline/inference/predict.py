@@ -96,10 +96,18 @@ def predict_case(
 
     x, transform = preprocess(image, spec)
     prob = predict_probabilities(
-        x.as_tensor(), net, padding=settings.padding, depth=settings.depth, tile_size=settings.tile_size,
-        overlap=settings.overlap, blend=settings.blend, batch_size=settings.batch_size, tta=settings.tta,
-        tta_axes=settings.tta_axes, progress=progress,
-    )  # fmt: skip
+        x.as_tensor(),
+        net,
+        padding=settings.padding,
+        depth=settings.depth,
+        tile_size=settings.tile_size,
+        overlap=settings.overlap,
+        blend=settings.blend,
+        batch_size=settings.batch_size,
+        tta=settings.tta,
+        tta_axes=settings.tta_axes,
+        progress=progress,
+    )
     prob = invert_to_source(transform, {"image": x}, prob.detach().float().cpu(), nearest=False)
     # the geometry pipeline.io recorded when it read the file; the mask is written with it exactly
     source_affine = torch.as_tensor(np.asarray(x.meta["original_affine"]), dtype=torch.float64)
@@ -120,7 +128,9 @@ def predict_case(
     return mask, probabilities
 
 
-def load_trained_net(checkpoint: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
+def load_trained_net(
+    checkpoint: str | Path, device: str | torch.device = "cpu"
+) -> tuple[torch.nn.Module, dict[str, Any]]:
     """(U-Net in eval mode, the checkpoint dict) from a training checkpoint, loaded weights_only."""
     from pipeline.model import UNet
     from pipeline.training.checkpoint import load_checkpoint

@@ -35,7 +35,7 @@ class InferenceSettings:
             object.__setattr__(self, "tta_axes", tuple(int(a) for a in self.tta_axes))
 
     @classmethod
-    def from_config(cls, cfg: Any, model_args: dict[str, Any] | None = None) -> "InferenceSettings":
+    def from_config(cls, cfg: Any, model_args: dict[str, Any] | None = None) -> InferenceSettings:
         """From a `Config`; padding and depth come from `model_args` (a checkpoint's) when given."""
         padding = model_args["padding"] if model_args else cfg.model.padding
         depth = len(model_args["features"]) - 1 if model_args else cfg.depth
@@ -59,5 +59,5 @@ class InferenceSettings:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "InferenceSettings":
+    def from_dict(cls, d: dict[str, Any]) -> InferenceSettings:
         return cls(**{**d, "tile_size": tuple(d["tile_size"])})  # __post_init__ makes tta_axes a tuple

@@ -20,7 +20,9 @@ def window_size(image_size: Sequence[int], roi_size: Sequence[int], depth: int) 
     """ROI per axis: the requested size, shrunk to the image where it is smaller, rounded up to a
     multiple of 2**depth (a legal same-padding input). MONAI pads an image smaller than the ROI."""
     if len(roi_size) != len(image_size):
-        raise ValueError(f"window size {tuple(roi_size)} has {len(roi_size)} axes, image {tuple(image_size)} has {len(image_size)}")
+        raise ValueError(
+            f"window size {tuple(roi_size)} has {len(roi_size)} axes, image {tuple(image_size)} has {len(image_size)}"
+        )
     step = 2**depth
     return tuple(max(step, math.ceil(min(int(r), int(n)) / step) * step) for r, n in zip(roi_size, image_size))
 
@@ -69,4 +71,3 @@ def sliding_window(
         progress=progress,
     )
     return torch.as_tensor(out)[0]
-

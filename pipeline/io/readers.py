@@ -21,8 +21,17 @@ from pipeline.io.geometry import geometry_from_sitk
 from pipeline.io.integrity import ImageReadError, check_nifti_complete, check_tiff_complete, full_suffix
 
 SUPPORTED_SUFFIXES = (
-    ".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".png", ".tif", ".tiff", ".dcm",
-)  # fmt: skip
+    ".nii",
+    ".nii.gz",
+    ".nrrd",
+    ".nhdr",
+    ".mha",
+    ".mhd",
+    ".png",
+    ".tif",
+    ".tiff",
+    ".dcm",
+)
 # geometry of channels read from separate files must agree this closely (affine entries, mm)
 CHANNEL_AFFINE_ATOL = 1e-3
 
@@ -76,7 +85,9 @@ def read_sitk(path: PathLike, series_uid: str | None = None) -> sitk.Image:
         return _read_dicom_series(p, series_uid)
     suffix = full_suffix(p)
     if suffix not in SUPPORTED_SUFFIXES:
-        raise ImageReadError(f"{p}: unsupported file type {suffix or '(none)'!r}; supported: {', '.join(SUPPORTED_SUFFIXES)}")
+        raise ImageReadError(
+            f"{p}: unsupported file type {suffix or '(none)'!r}; supported: {', '.join(SUPPORTED_SUFFIXES)}"
+        )
     if suffix in (".nii", ".nii.gz"):
         check_nifti_complete(p)
     try:
@@ -91,8 +102,12 @@ def read_sitk(path: PathLike, series_uid: str | None = None) -> sitk.Image:
 
 def _torch_safe(array: np.ndarray) -> np.ndarray:
     """Widen dtypes torch handles poorly (unsigned > 8 bit, bool)."""
-    widen = {np.dtype(np.uint16): np.int32, np.dtype(np.uint32): np.int64, np.dtype(np.uint64): np.int64,
-             np.dtype(bool): np.uint8}  # fmt: skip
+    widen = {
+        np.dtype(np.uint16): np.int32,
+        np.dtype(np.uint32): np.int64,
+        np.dtype(np.uint64): np.int64,
+        np.dtype(bool): np.uint8,
+    }
     target = widen.get(array.dtype)
     return array.astype(target) if target is not None else array
 

@@ -73,7 +73,9 @@ def to_sitk(array: Any, affine: Any) -> sitk.Image:
     if arr.ndim == d:
         image = sitk.GetImageFromArray(np.ascontiguousarray(arr.transpose(tuple(range(d))[::-1])), isVector=False)
     else:  # (C, x, y[, z]) -> (z, y, x, C) vector image
-        image = sitk.GetImageFromArray(np.ascontiguousarray(np.moveaxis(arr, 0, -1).transpose((*range(d - 1, -1, -1), d))), isVector=True)
+        image = sitk.GetImageFromArray(
+            np.ascontiguousarray(np.moveaxis(arr, 0, -1).transpose((*range(d - 1, -1, -1), d))), isVector=True
+        )
     apply_geometry(image, geometry_from_ras_affine(aff))
     return image
 

@@ -33,7 +33,12 @@ def parse_overrides(items: Sequence[str] | None) -> dict[str, Any]:
 def add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", "-c", default="params.yaml", help="config file (default: params.yaml)")
     parser.add_argument(
-        "--set", "-S", action="append", default=[], metavar="KEY=VALUE", help="override a config value, e.g. -S train.epochs=2"
+        "--set",
+        "-S",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. -S train.epochs=2",
     )
 
 

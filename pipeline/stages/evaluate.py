@@ -32,7 +32,7 @@ FIGURES = "figures"
 def _resolve(path: str, pre_dir: Path, what: str, case_id: str) -> Path:
     """A manifest path: absolute, relative to the working directory, or relative to preprocessed/."""
     p = Path(path)
-    for candidate in ([p] if p.is_absolute() else [p, pre_dir / p]):
+    for candidate in [p] if p.is_absolute() else [p, pre_dir / p]:
         if candidate.exists():
             return candidate
     raise FileNotFoundError(f"case {case_id}: {what} {path} not found (looked in . and {pre_dir})")
@@ -90,7 +90,9 @@ def run(cfg: Config, checkpoint: str | Path | None = None, device: str | None = 
     net, ckpt = load_trained_net(ckpt_path, device or _default_device())
     out_channels = int(ckpt["model_args"]["out_channels"])
     if out_channels != num_classes:
-        raise ValueError(f"{ckpt_path} predicts {out_channels} classes but the manifest lists {num_classes}: {class_names}")
+        raise ValueError(
+            f"{ckpt_path} predicts {out_channels} classes but the manifest lists {num_classes}: {class_names}"
+        )
     settings = InferenceSettings.from_config(cfg, ckpt["model_args"])
     spec = manifest["preprocessing"]
 
@@ -107,7 +109,9 @@ def run(cfg: Config, checkpoint: str | Path | None = None, device: str | None = 
             write_image(mask, source, pred_dir / f"{cid}.nii.gz")
             label = load_source_image([label_path])
             if tuple(label.shape[1:]) != tuple(source.shape[1:]):
-                raise ValueError(f"case {cid}: label {label_path} has shape {tuple(label.shape[1:])}, image {tuple(source.shape[1:])}")
+                raise ValueError(
+                    f"case {cid}: label {label_path} has shape {tuple(label.shape[1:])}, image {tuple(source.shape[1:])}"
+                )
             rows = case_metrics(mask, label, num_classes, _spacing(source, spatial_dims))
             records += metric_records(cid, rows, class_names)
             entry = {"case": cid, "dice": foreground_mean(rows, "dice"), "iou": foreground_mean(rows, "iou")}
@@ -133,12 +137,18 @@ def run(cfg: Config, checkpoint: str | Path | None = None, device: str | None = 
             pred = load_source_image([pred_dir / f"{cid}.nii.gz"])
             figure_paths.append(
                 save_overlay(
-                    figures / f"{kind}.png", np.asarray(image), np.asarray(label), np.asarray(pred),
-                    spatial_dims=spatial_dims, num_classes=num_classes,
+                    figures / f"{kind}.png",
+                    np.asarray(image),
+                    np.asarray(label),
+                    np.asarray(pred),
+                    spatial_dims=spatial_dims,
+                    num_classes=num_classes,
                     title=f"{kind}: {cid}, Dice {entry['dice']:.3f}",
-                )  # fmt: skip
+                )
             )
-        figure_paths.append(save_per_case_dice(figures / "per_case_dice.png", [e["case"] for e in ranked], [e["dice"] for e in ranked]))
+        figure_paths.append(
+            save_per_case_dice(figures / "per_case_dice.png", [e["case"] for e in ranked], [e["dice"] for e in ranked])
+        )
 
     _log_to_mlflow(cfg, reports, summary, figure_paths, settings)
     print(
@@ -163,7 +173,9 @@ def _log_to_mlflow(cfg: Config, reports: Path, summary: dict[str, float], figure
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", default=None, help="checkpoint to evaluate (default: <train.output_dir>/best.pt)")
+    parser.add_argument(
+        "--checkpoint", default=None, help="checkpoint to evaluate (default: <train.output_dir>/best.pt)"
+    )
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
 
 

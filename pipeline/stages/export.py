@@ -97,14 +97,22 @@ def build_bundle(
     """Export, verify and lay out the bundle in `out` (an empty dir); returns the metadata."""
     from pipeline.export import export_onnx, export_torchscript, verification_sizes, verify_exports
     from pipeline.export.bundle import (
-        BUNDLE_TS, INFERENCE, METADATA, build_metadata, inference_config, verify_bundle, write_json,
-    )  # fmt: skip
+        BUNDLE_TS,
+        INFERENCE,
+        METADATA,
+        build_metadata,
+        inference_config,
+        verify_bundle,
+        write_json,
+    )
     from pipeline.model import legal_input_size
 
     dims, in_ch = int(model_args["spatial_dims"]), int(model_args["in_channels"])
     depth, padding = len(model_args["features"]) - 1, str(model_args["padding"])
     if image.shape[0] != in_ch or image.ndim - 1 != dims:
-        raise ValueError(f"held-out case {case_id}: image shape {tuple(image.shape)} does not fit a {dims}D {in_ch}-channel model")
+        raise ValueError(
+            f"held-out case {case_id}: image shape {tuple(image.shape)} does not fit a {dims}D {in_ch}-channel model"
+        )
 
     ts_path = export_torchscript(net, out / "model.ts")
     (out / BUNDLE_TS).parent.mkdir(parents=True, exist_ok=True)
@@ -119,17 +127,29 @@ def build_bundle(
     if (out / "model.onnx.data").is_file():
         files["model.onnx.data"] = out / "model.onnx.data"
     meta = build_metadata(
-        name=cfg.name, version=cfg.export.version, model_args=model_args, labels=labels, preprocessing=spec,
-        inference=settings.to_dict(), model_files=files, channel_names=_channel_names(cfg, in_ch),
-        modality=cfg.data.modality, opset=cfg.export.opset, verification=report, eval_metrics=_eval_metrics(cfg),
+        name=cfg.name,
+        version=cfg.export.version,
+        model_args=model_args,
+        labels=labels,
+        preprocessing=spec,
+        inference=settings.to_dict(),
+        model_files=files,
+        channel_names=_channel_names(cfg, in_ch),
+        modality=cfg.data.modality,
+        opset=cfg.export.opset,
+        verification=report,
+        eval_metrics=_eval_metrics(cfg),
         provenance=provenance,
-    )  # fmt: skip
+    )
     write_json(out / METADATA, meta)
     write_json(out / INFERENCE, inference_config(meta))
     (out / "docs").mkdir(exist_ok=True)
     (out / "docs" / "README.md").write_text(
         BUNDLE_README.format(
-            name=cfg.name, version=cfg.export.version, description=meta["description"], opset=cfg.export.opset,
+            name=cfg.name,
+            version=cfg.export.version,
+            description=meta["description"],
+            opset=cfg.export.opset,
             inferer_note="; the overlap-tile inferer" if padding == "valid" else "",
         )
     )
@@ -172,9 +192,17 @@ def run(cfg: Config, checkpoint: str | Path | None = None, log_mlflow: bool = Tr
     out_dir = Path(cfg.export.output_dir)
     with atomic_dir(out_dir) as out:
         meta = build_bundle(
-            out, net, model_args, labels=labels, spec=manifest["preprocessing"], settings=settings, image=image,
-            case_id=case_id, cfg=cfg, provenance=provenance,
-        )  # fmt: skip
+            out,
+            net,
+            model_args,
+            labels=labels,
+            spec=manifest["preprocessing"],
+            settings=settings,
+            image=image,
+            case_id=case_id,
+            cfg=cfg,
+            provenance=provenance,
+        )
         logged: dict[str, Any] = {}
         if log_mlflow:
             depth, padding = len(model_args["features"]) - 1, str(model_args["padding"])
@@ -182,10 +210,14 @@ def run(cfg: Config, checkpoint: str | Path | None = None, log_mlflow: bool = Tr
             example = fit_to_size(image, example_size)[None]
             with active_pipeline_run(cfg, Path(cfg.evaluate.reports_dir)):
                 logged = log_exported_models(
-                    onnx_path=out / "model.onnx", ts_path=out / "model.ts", bundle_dir=out, example=example,
-                    model_args=model_args, registered_model_name=cfg.tracking.registered_model_name,
+                    onnx_path=out / "model.onnx",
+                    ts_path=out / "model.ts",
+                    bundle_dir=out,
+                    example=example,
+                    model_args=model_args,
+                    registered_model_name=cfg.tracking.registered_model_name,
                     extra_requirements=("monai",),
-                )  # fmt: skip
+                )
                 report = meta["unet_pipeline"]["verification"]
                 mlflow.log_dict(report, "export/verification.json")
                 per_runtime: dict[str, float] = {}

@@ -67,8 +67,13 @@ def _process_case(case: Case, *, spec: dict[str, Any], out_dir: Path, weights: d
     locations, entry["n_fg"] = sample_locations(label[0], seed=zlib.crc32(case.id.encode()))
     np.save(out_dir / f"{case.id}_locations.npy", locations)
     if weights is not None:
-        w = border_weight_map(label[0], n_classes=weights["n_classes"], w0=weights["w0"], sigma=weights["sigma"],
-                              background=weights["background"])  # fmt: skip
+        w = border_weight_map(
+            label[0],
+            n_classes=weights["n_classes"],
+            w0=weights["w0"],
+            sigma=weights["sigma"],
+            background=weights["background"],
+        )
         np.save(out_dir / f"{case.id}_weight.npy", w[None])
         entry["weight"] = f"{CASES}/{case.id}_weight.npy"
     return entry
@@ -107,9 +112,13 @@ def run(cfg: Config) -> None:
     )
     fixed = p.split
     splits, folds = make_splits(
-        [c.id for c in info.cases], folds=p.folds, fold=p.fold, seed=cfg.seed,
-        fixed_train=fixed.train if fixed else None, fixed_val=fixed.val if fixed else None,
-    )  # fmt: skip
+        [c.id for c in info.cases],
+        folds=p.folds,
+        fold=p.fold,
+        seed=cfg.seed,
+        fixed_train=fixed.train if fixed else None,
+        fixed_val=fixed.val if fixed else None,
+    )
     fingerprint = compute_fingerprint(
         stats, labels=labels, orientation=p.orientation, splits=splits, folds=folds, modality=cfg.data.modality
     )

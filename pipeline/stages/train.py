@@ -24,7 +24,9 @@ def run(cfg: Config, max_epochs: int | None = None) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--max-epochs", type=int, default=None, help="stop after this epoch (resumable; LR schedule unchanged)")
+    parser.add_argument(
+        "--max-epochs", type=int, default=None, help="stop after this epoch (resumable; LR schedule unchanged)"
+    )
 
 
 def run_from_args(cfg: Config, args: argparse.Namespace) -> None:

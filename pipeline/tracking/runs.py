@@ -77,7 +77,7 @@ class PipelineRun:
         return RunRef(self.run_id, self.experiment_id, self.experiment, self.tracking_uri)
 
     @classmethod
-    def create(cls, cfg: Any, run_name: str | None = None, tags: Mapping[str, str] | None = None) -> "PipelineRun":
+    def create(cls, cfg: Any, run_name: str | None = None, tags: Mapping[str, str] | None = None) -> PipelineRun:
         """A new run in cfg.tracking.experiment (created if missing)."""
         from mlflow.tracking import MlflowClient
 
@@ -90,7 +90,7 @@ class PipelineRun:
         return cls(uri, run.info.run_id, exp_id, name)
 
     @classmethod
-    def reopen(cls, cfg: Any, run_id: str) -> "PipelineRun | None":
+    def reopen(cls, cfg: Any, run_id: str) -> PipelineRun | None:
         """The existing run `run_id` in the current store, marked running again; None if it is not there."""
         from mlflow.exceptions import MlflowException
         from mlflow.tracking import MlflowClient
@@ -169,7 +169,9 @@ def active_pipeline_run(cfg: Any, reports_dir: Path | None = None, create_missin
     if run is None:
         where = reports_dir / RUN_FILE
         if not create_missing:
-            raise FileNotFoundError(f"{where}: no MLflow run of this pipeline found in {uri}; run the train stage first")
+            raise FileNotFoundError(
+                f"{where}: no MLflow run of this pipeline found in {uri}; run the train stage first"
+            )
         if ref is not None:
             warnings.warn(f"{where} names run {ref.run_id}, which {uri} does not hold; starting a new run")
         from pipeline.tracking.context import config_tags

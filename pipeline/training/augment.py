@@ -46,9 +46,7 @@ class RandElasticd(RandomizableTransform, MapTransform):
         self.padding_mode = padding_mode
         self.resampler = Resample(padding_mode=padding_mode)
 
-    def set_random_state(
-        self, seed: int | None = None, state: np.random.RandomState | None = None
-    ) -> "RandElasticd":
+    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None) -> RandElasticd:
         super().set_random_state(seed, state)
         self.deform_grid.set_random_state(seed, state)
         return self

@@ -66,7 +66,9 @@ def rng_state() -> dict[str, Any]:
 def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     n = state["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    np.random.set_state(
+        ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    )
     p = state["python"]
     random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
     if "cuda" in state and torch.cuda.is_available():
@@ -93,5 +95,5 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     """Load with weights_only=True; a truncated or foreign file raises an error naming it."""
     try:
         return torch.load(Path(path), map_location=map_location, weights_only=True)
-    except Exception as exc:  # noqa: BLE001 -- re-raised with the file name
+    except Exception as exc:
         raise RuntimeError(f"cannot load checkpoint {path}: {exc}") from exc

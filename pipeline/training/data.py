@@ -81,7 +81,9 @@ def check_manifest(manifest: dict[str, Any], cfg: Config, root: Path) -> None:
             "preprocess); re-run the preprocess stage"
         )
     if cfg.train.loss == "weighted_ce":
-        no_weight = [c["id"] for c in manifest["cases"] if c["id"] in manifest["splits"]["train"] and not c.get("weight")]
+        no_weight = [
+            c["id"] for c in manifest["cases"] if c["id"] in manifest["splits"]["train"] and not c.get("weight")
+        ]
         if no_weight:
             raise ManifestError(
                 f"{where}: train.loss='weighted_ce' needs border weight maps, but cases {no_weight[:5]} have none; "
@@ -187,7 +189,9 @@ class RepeatDataset:
         return self.base[index % len(self.base)]
 
 
-def case_store(cfg: Config, manifest: dict[str, Any], root: Path, keys: Sequence[str], processes_per_node: int = 1) -> Any:
+def case_store(
+    cfg: Config, manifest: dict[str, Any], root: Path, keys: Sequence[str], processes_per_node: int = 1
+) -> Any:
     """The train split as a `CaseStore`: cached in RAM up to `train.cache_gb`, memory-mapped beyond."""
     from pipeline.data.patches import CaseStore, StoredCase, cache_budget_bytes
 
@@ -205,7 +209,9 @@ def case_store(cfg: Config, manifest: dict[str, Any], root: Path, keys: Sequence
     return CaseStore(cases, cache_budget_bytes(cfg.train.cache_gb, processes_per_node))
 
 
-def train_dataset(cfg: Config, manifest: dict[str, Any], root: Path, world_size: int = 1, processes_per_node: int = 1) -> RepeatDataset:
+def train_dataset(
+    cfg: Config, manifest: dict[str, Any], root: Path, world_size: int = 1, processes_per_node: int = 1
+) -> RepeatDataset:
     """Patches of the train split, read lazily, sized to iterations_per_epoch x batch x ranks."""
     from monai.data import Dataset
 

@@ -21,7 +21,9 @@ def build_optimizer(cfg: Config, params: Iterable[torch.nn.Parameter]) -> torch.
     t = cfg.train
     if t.optimizer == "sgd":
         # the paper: SGD with high momentum (0.99), so many past samples drive each update
-        return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay, nesterov=t.momentum > 0)
+        return torch.optim.SGD(
+            params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay, nesterov=t.momentum > 0
+        )
     return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
 
 

@@ -20,9 +20,9 @@ import torch
 from tqdm import tqdm
 
 from pipeline.config import Config
+from pipeline.data.manifest import load_manifest
 from pipeline.training import checkpoint as ckpt
 from pipeline.training import distributed as D
-from pipeline.data.manifest import load_manifest
 from pipeline.training.data import case_dicts, check_manifest, patch_geometry, train_dataset, train_loader
 from pipeline.training.history import write_history
 from pipeline.training.losses import build_loss
@@ -163,8 +163,14 @@ def _train(cfg: Config, max_epochs: int | None, info: D.DistInfo) -> TrainOutcom
         if info.is_main:
             write_history(history, class_names, reports / HISTORY_FILE)
             run.finish("FINISHED")
-        return TrainOutcome(start, best_metric, best_epoch, history, run.run_id if run else None,
-                            ckpt.weights_digest(net.named_parameters()))  # fmt: skip
+        return TrainOutcome(
+            start,
+            best_metric,
+            best_epoch,
+            history,
+            run.run_id if run else None,
+            ckpt.weights_digest(net.named_parameters()),
+        )
 
     dataset = train_dataset(cfg, manifest, root, info.world_size, D.local_world_size())
     store = dataset.store
@@ -189,7 +195,13 @@ def _train(cfg: Config, max_epochs: int | None, info: D.DistInfo) -> TrainOutcom
             model.train()
             t0 = time.perf_counter()
             total, steps, seen = 0.0, 0, 0
-            bar = tqdm(loader, desc=f"epoch {epoch}/{cfg.train.epochs}", disable=not info.is_main, leave=False, dynamic_ncols=True)
+            bar = tqdm(
+                loader,
+                desc=f"epoch {epoch}/{cfg.train.epochs}",
+                disable=not info.is_main,
+                leave=False,
+                dynamic_ncols=True,
+            )
             for batch in bar:
                 image = batch["image"].to(info.device, non_blocking=True)
                 label = batch["label"].to(info.device, non_blocking=True)
@@ -199,7 +211,9 @@ def _train(cfg: Config, max_epochs: int | None, info: D.DistInfo) -> TrainOutcom
                     logits = model(image)
                 loss = loss_fn(logits.float(), label, weight)
                 if not torch.isfinite(loss):
-                    raise FloatingPointError(f"epoch {epoch}: training loss became {loss.item()}; lower train.lr or enable grad_clip")
+                    raise FloatingPointError(
+                        f"epoch {epoch}: training loss became {loss.item()}; lower train.lr or enable grad_clip"
+                    )
                 loss.backward()
                 if cfg.train.grad_clip is not None:
                     torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.train.grad_clip)
@@ -208,7 +222,9 @@ def _train(cfg: Config, max_epochs: int | None, info: D.DistInfo) -> TrainOutcom
                 total += float(loss.detach())
                 steps += 1
                 seen += image.shape[0]
-                bar.set_postfix(loss=f"{total / steps:.4f}", samples_s=f"{seen * info.world_size / (time.perf_counter() - t0):.1f}")
+                bar.set_postfix(
+                    loss=f"{total / steps:.4f}", samples_s=f"{seen * info.world_size / (time.perf_counter() - t0):.1f}"
+                )
             bar.close()
             train_loss = D.all_reduce_mean(info, total / max(steps, 1))
             row: dict[str, Any] = {"epoch": epoch, "train_loss": train_loss, "lr": lr}
@@ -254,7 +270,10 @@ def _train(cfg: Config, max_epochs: int | None, info: D.DistInfo) -> TrainOutcom
                     if result is not None
                     else ""
                 )
-                _say(info, f"epoch {epoch}/{cfg.train.epochs}  loss {train_loss:.4f}{val_txt}  lr {lr:.3g}  {row['epoch_time']:.1f} s")
+                _say(
+                    info,
+                    f"epoch {epoch}/{cfg.train.epochs}  loss {train_loss:.4f}{val_txt}  lr {lr:.3g}  {row['epoch_time']:.1f} s",
+                )
             D.barrier(info)
         status = "FINISHED"
     except KeyboardInterrupt:

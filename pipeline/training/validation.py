@@ -82,9 +82,16 @@ def validate(
             image, label = load_case_arrays(case)
             x = torch.from_numpy(image).to(device)
             prob = predict_probabilities(
-                x, net, padding=s.padding, depth=s.depth, tile_size=s.tile_size, overlap=s.overlap,
-                blend=s.blend, batch_size=s.batch_size, tta=False,
-            )  # fmt: skip
+                x,
+                net,
+                padding=s.padding,
+                depth=s.depth,
+                tile_size=s.tile_size,
+                overlap=s.overlap,
+                blend=s.blend,
+                batch_size=s.batch_size,
+                tta=False,
+            )
             pred = prob.argmax(0).cpu()
             d, i = dice_iou(pred, torch.from_numpy(label[0].astype(np.int64)), num_classes)
             dices.append(d)
@@ -93,9 +100,7 @@ def validate(
                 examples.append((case["id"], image, label, pred.numpy()[None]))
     finally:
         net.train(was_training)
-    return ValidationResult(
-        dice=np.mean(dices, axis=0).tolist(), iou=np.mean(ious, axis=0).tolist(), examples=examples
-    )
+    return ValidationResult(dice=np.mean(dices, axis=0).tolist(), iou=np.mean(ious, axis=0).tolist(), examples=examples)
 
 
 def save_overlays(result: ValidationResult, path: Path, spatial_dims: int, num_classes: int, epoch: int) -> Path:
@@ -109,8 +114,9 @@ def save_overlays(result: ValidationResult, path: Path, spatial_dims: int, num_c
 
     rows = []
     for cid, image, label, pred in result.examples:
-        fig = overlay_figure(image, label, pred, spatial_dims=spatial_dims, num_classes=num_classes,
-                             title=f"{cid} (epoch {epoch})")  # fmt: skip
+        fig = overlay_figure(
+            image, label, pred, spatial_dims=spatial_dims, num_classes=num_classes, title=f"{cid} (epoch {epoch})"
+        )
         fig.canvas.draw()
         rows.append(np.asarray(fig.canvas.buffer_rgba())[..., :3].copy())
         plt.close(fig)
