@@ -1,6 +1,7 @@
 # Two entry points, each sets itself up on a fresh clone:
 #   make repro   -> create .venv, install, generate the embedded default data if absent, dvc repro
-#   make test    -> create .venv, install, run the test suite
+#   make test    -> create .venv, install, run the test suite (make test-fast: without the slow ones;
+#                   make lint: ruff check + format check, as CI runs it)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -9,7 +10,7 @@ export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: install repro test clean
+.PHONY: install repro test test-fast lint clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +28,13 @@ repro: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+test-fast: install  # the inner loop: everything but the real repro / torchrun / server / training runs
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 clean:
 	rm -rf preprocessed checkpoints predictions reports exported

@@ -179,7 +179,8 @@ def epochs_for_budget(cfg: Any, workdir: Path, minutes: float) -> tuple[int, flo
     left = minutes * 60.0 - probe_s - overhead
     epochs = max(1, math.floor(left / max(epoch_s, 1e-6)))
     print(
-        f"budget {minutes:g} min: probe {probe_s:.1f} s ({epoch_s:.1f} s/epoch incl. validation, {overhead:.1f} s start-up) "
+        f"budget {minutes:g} min: probe {probe_s:.1f} s ({epoch_s:.1f} s/epoch incl. validation, {overhead:.1f} s "
+        "start-up) "
         f"-> train.epochs = {epochs}",
         flush=True,
     )
@@ -238,3 +239,48 @@ def stage_table(times: dict[str, float]) -> str:
     rows = [[k, v, v / 60] for k, v in times.items()]
     rows.append(["total", sum(times.values()), sum(times.values()) / 60])
     return common.markdown_table(["stage", "wall s", "wall min"], rows)
+
+
+def run_pipeline(
+    args: Any, import_src: Path, wd: Path, *, labels: str | None = None, layers: Any = None, quick: dict | None = None
+) -> tuple[Any, dict[str, float]]:
+    """CLI import of `import_src`, then the four stages with the preset plus, in order: the work-dir
+    paths, `layers(data_dir)` (overrides that depend on the imported cases), the --quick overrides,
+    --epochs and -S; returns (the config the stages ran with, wall seconds per step)."""
+    times = {"data import": import_data(import_src, wd / "data", labels)}
+    stack = [redirected_paths(wd), *(layers(wd / "data") if layers else [])]
+    if args.quick and quick:
+        stack.append(quick)
+    if args.epochs is not None:
+        stack.append({"train.epochs": args.epochs})
+    stack.append(user_overrides(args.set))
+    cfg, stage_times = run_stages(load_cfg(args.config, *stack), wd, args.minutes)
+    return cfg, {**times, **stage_times}
+
+
+def print_header(title: str, args: Any, cfg: Any, times: dict[str, float], wd: Path, data_line: str) -> None:
+    """The lines every accuracy report starts with: machine, config, data, work dir, training time."""
+    train_s = times["train"] + times.get("train_probe", 0.0)
+    probe = ", incl. the budget probe" if "train_probe" in times else ""
+    print()
+    print(f"## {title} ({'quick' if args.quick else 'full'} run)")
+    print(f"machine: {common.machine_info('cpu')}")
+    print(
+        f"- config {args.config.name} + overrides; {cfg.train.epochs} epochs x {cfg.train.iterations_per_epoch} "
+        f"iterations, batch {cfg.train.batch_size}, patch {cfg.train.patch_size}, features {cfg.model.features}, "
+        f"{cfg.model.padding} padding; {data_line}"
+    )
+    print(f"- work dir {wd} (exported model: {wd / 'exported'})")
+    print(f"- training wall time {train_s / 60:.1f} min ({train_s:.0f} s{probe})")
+    print()
+
+
+def start(description: str, name: str, preset: str, dataset: str, must_exist: str) -> tuple[Any, Path, Path]:
+    """Parse the common options, set threads, find `<shared>/<dataset>` (it must hold `must_exist`)
+    and wipe the work dir; returns (args, source dataset folder, work dir)."""
+    args = accuracy_parser(description, name, preset).parse_args()
+    setup_environment(args.threads)
+    src = (args.shared_data or common.shared_data_dir()) / dataset
+    if not (src / must_exist).exists():
+        raise SystemExit(f"error: {dataset} not found at {src} (set UNET_SHARED_DATA or --shared-data)")
+    return args, src, prepare_workdir(args.workdir)

@@ -93,51 +93,30 @@ def score(cfg: Any, class_names: list[str]) -> tuple[list[list[Any]], dict[str, 
 
 
 def main() -> None:
-    p = acc.accuracy_parser(__doc__.splitlines()[0], "hippocampus", "hippocampus-3d.yaml")
-    args = p.parse_args()
-    acc.setup_environment(args.threads)
-    src = (args.shared_data or common.shared_data_dir()) / "hippocampus-mri"
-    if not (src / "dataset.json").is_file():
-        raise SystemExit(f"error: hippocampus data not found at {src} (set UNET_SHARED_DATA or --shared-data)")
-    wd = acc.prepare_workdir(args.workdir)
+    args, src, wd = acc.start(
+        __doc__.splitlines()[0], "hippocampus", "hippocampus-3d.yaml", "hippocampus-mri", "dataset.json"
+    )
 
-    times: dict[str, float] = {}
     import_src = quick_source(src, wd / "source_subset") if args.quick else src
-    times["data import"] = acc.import_data(import_src, wd / "data")
-    ids = acc.imported_ids(wd / "data")
     n_val = QUICK_VAL if args.quick else N_VAL
-    if len(ids) <= n_val:
-        raise SystemExit(f"error: {len(ids)} cases imported from {import_src}; need more than {n_val}")
-    split = {"train": ids[:-n_val], "val": ids[-n_val:]}  # 220 cases: the first 180 train, the last 40 validate
+    split: dict[str, list[str]] = {}
 
-    layers = [acc.redirected_paths(wd), {"preprocess.split": split}]
-    if args.quick:
-        layers.append(quick_overrides())
-    if args.epochs is not None:
-        layers.append({"train.epochs": args.epochs})
-    layers.append(acc.user_overrides(args.set))
-    cfg = acc.load_cfg(args.config, *layers)
-    cfg, stage_times = acc.run_stages(cfg, wd, args.minutes)
-    times.update(stage_times)
+    def split_layer(data_dir: Path) -> list[dict[str, Any]]:
+        ids = acc.imported_ids(data_dir)
+        if len(ids) <= n_val:
+            raise SystemExit(f"error: {len(ids)} cases imported from {import_src}; need more than {n_val}")
+        split.update(train=ids[:-n_val], val=ids[-n_val:])  # 220 cases: the first 180 train, the last 40 validate
+        return [{"preprocess.split": split}]
 
+    cfg, times = acc.run_pipeline(args, import_src, wd, layers=split_layer, quick=quick_overrides())
     class_names = load_manifest(cfg.preprocess.output_dir)["labels"]
     rows, means, val_ids = score(cfg, class_names)
-    train_s = times["train"] + times.get("train_probe", 0.0)
     baseline = float(sum(NNUNET_DICE.values()) / len(NNUNET_DICE))
-
-    print()
-    print(f"## Hippocampus (MSD Task04) accuracy ({'quick' if args.quick else 'full'} run)")
-    print(f"machine: {common.machine_info('cpu')}")
-    print(
-        f"- config {args.config.name} + overrides; {cfg.train.epochs} epochs x {cfg.train.iterations_per_epoch} iterations, "
-        f"batch {cfg.train.batch_size}, patch {cfg.train.patch_size}, features {cfg.model.features}, {cfg.model.padding} padding; "
-        f"train {len(split['train'])} cases ({split['train'][0]}..{split['train'][-1]}), validate {len(val_ids)} ({val_ids[0]}..{val_ids[-1]})"
+    data = (
+        f"train {len(split['train'])} cases ({split['train'][0]}..{split['train'][-1]}), "
+        f"validate {len(val_ids)} ({val_ids[0]}..{val_ids[-1]})"
     )
-    print(f"- work dir {wd} (exported model: {wd / 'exported'})")
-    print(
-        f"- training wall time {train_s / 60:.1f} min ({train_s:.0f} s{', incl. the budget probe' if 'train_probe' in times else ''})"
-    )
-    print()
+    acc.print_header("Hippocampus (MSD Task04) accuracy", args, cfg, times, wd, data)
     print(
         common.markdown_table(
             ["label", "Dice mean", "Dice median", "Dice min", "IoU mean", "nnU-Net Dice (Decathlon)"], rows

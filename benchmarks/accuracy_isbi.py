@@ -22,6 +22,7 @@ Headline (last line): mean membrane Dice over the validation slices vs the targe
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -103,27 +104,19 @@ def threshold_sweep(cfg: Any, class_names: list[str]) -> list[list[Any]]:
 
     from pipeline.evaluation.metrics import case_metrics
     from pipeline.inference import InferenceSettings, predict_probabilities
-    from pipeline.inference.predict import load_trained_net
-    from pipeline.training.data import case_dicts, load_case_arrays
+    from pipeline.training.checkpoint import load_trained_net
 
-    pre_dir = Path(cfg.preprocess.output_dir)
-    manifest = load_manifest(pre_dir)
+    manifest = load_manifest(cfg.preprocess.output_dir)
     net, ckpt = load_trained_net(Path(cfg.train.output_dir) / "best.pt", "cpu")
-    s = InferenceSettings.from_config(cfg, ckpt["model_args"])
+    settings = InferenceSettings.from_config(cfg, ckpt["model_args"])
     membrane = class_names.index("membrane")
     rows = []
     for split in ("val", "train"):
         dice = {t: [] for t in SWEEP_THRESHOLDS}
-        for case in case_dicts(manifest, pre_dir, split):
-            image, label = load_case_arrays(case)
-            prob = predict_probabilities(
-                torch.from_numpy(image),
-                net,
-                padding=s.padding,
-                depth=s.depth,
-                tile_size=s.tile_size,
-                batch_size=s.batch_size,
-            )[membrane]
+        for cid in manifest.split(split):
+            image = np.load(manifest.path(cid, "image")).astype(np.float32)
+            label = np.load(manifest.path(cid, "label"))
+            prob = predict_probabilities(torch.from_numpy(image), net, replace(settings, tta=False))[membrane]
             for t in SWEEP_THRESHOLDS:
                 pred = (prob > t).long()[None]
                 dice[t].append(case_metrics(pred, torch.from_numpy(label == membrane).long(), 2)[1]["dice"])
@@ -134,49 +127,19 @@ def threshold_sweep(cfg: Any, class_names: list[str]) -> list[list[Any]]:
 
 
 def main() -> None:
-    p = acc.accuracy_parser(__doc__.splitlines()[0], "isbi", "isbi2012-2d.yaml")
-    args = p.parse_args()
-    acc.setup_environment(args.threads)
-    src = (args.shared_data or common.shared_data_dir()) / "isbi2012-em"
-    if not (src / "images").is_dir():
-        raise SystemExit(f"error: ISBI 2012 data not found at {src} (set UNET_SHARED_DATA or --shared-data)")
-    wd = acc.prepare_workdir(args.workdir)
+    args, src, wd = acc.start(__doc__.splitlines()[0], "isbi", "isbi2012-2d.yaml", "isbi2012-em", "images")
 
-    times: dict[str, float] = {}
     import_src = src
     if args.quick:  # import only the slices the quick run uses, through the same CLI
         import_src = wd / "source_subset"
         for sub in ("images", "labels"):
             acc.link_subset([src / sub / f"{c}.png" for c in QUICK_TRAIN + QUICK_VAL], import_src / sub)
-    times["data import"] = acc.import_data(import_src, wd / "data", LABELS)
-
-    layers = [acc.redirected_paths(wd)]
-    if args.quick:
-        layers.append(quick_overrides())
-    if args.epochs is not None:
-        layers.append({"train.epochs": args.epochs})
-    layers.append(acc.user_overrides(args.set))
-    cfg = acc.load_cfg(args.config, *layers)
-    cfg, stage_times = acc.run_stages(cfg, wd, args.minutes)
-    times.update(stage_times)
-
+    cfg, times = acc.run_pipeline(args, import_src, wd, labels=LABELS, quick=quick_overrides())
     class_names = load_manifest(cfg.preprocess.output_dir)["labels"]
     rows, m = score(cfg, class_names)
     train_s = times["train"] + times.get("train_probe", 0.0)
-
-    print()
-    print(f"## ISBI 2012 accuracy ({'quick' if args.quick else 'full'} run)")
-    print(f"machine: {common.machine_info('cpu')}")
-    print(
-        f"- config {args.config.name} + overrides; {cfg.train.epochs} epochs x {cfg.train.iterations_per_epoch} iterations, "
-        f"batch {cfg.train.batch_size}, patch {cfg.train.patch_size}, features {cfg.model.features}, {cfg.model.padding} padding; "
-        f"train {len(cfg.preprocess.split.train) if cfg.preprocess.split else '?'} slices, validate {len(rows) - 1}"
-    )
-    print(f"- work dir {wd} (exported model: {wd / 'exported'})")
-    print(
-        f"- training wall time {train_s / 60:.1f} min ({train_s:.0f} s{', incl. the budget probe' if 'train_probe' in times else ''})"
-    )
-    print()
+    n_train = len(cfg.preprocess.split.train) if cfg.preprocess.split else "?"
+    acc.print_header("ISBI 2012 accuracy", args, cfg, times, wd, f"train {n_train} slices, validate {len(rows) - 1}")
     headers = [
         "slice",
         "Dice membrane",

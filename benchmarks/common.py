@@ -267,3 +267,49 @@ def emit_result(metric: str, ours: float, baseline: float, unit: str) -> dict[st
 def _json_num(x: float) -> float | None:
     x = float(x)
     return None if math.isnan(x) or math.isinf(x) else round(x, 6)
+
+
+# ----------------------------------------------------------------------------- shared inputs and baselines
+
+
+def isbi_slice(size: int | None = None) -> tuple[Any, str]:
+    """(1, 512, 512) z-scored ISBI 2012 slice 0 (random when the shared data is absent), centre-cropped
+    to `size` x `size` when given; returns (tensor, a line saying what it is)."""
+    import numpy as np
+    import torch
+
+    path = shared_data_dir() / "isbi2012-em" / "images" / "slice_00.png"
+    if path.is_file():
+        from PIL import Image
+
+        arr = np.asarray(Image.open(path), dtype=np.float32)
+        source = f"ISBI 2012 {path.name}"
+    else:
+        arr = np.random.default_rng(0).normal(size=(512, 512)).astype(np.float32)
+        source = "random 512x512 (shared ISBI data not found)"
+    if size is not None:
+        lo = [(n - size) // 2 for n in arr.shape]
+        arr = arr[lo[0] : lo[0] + size, lo[1] : lo[1] + size]
+        source += f", centre {size}x{size}"
+    arr = (arr - arr.mean()) / (arr.std() + 1e-8)
+    return torch.from_numpy(np.ascontiguousarray(arr))[None], source
+
+
+def matched_basic_unet(dims: int, features: Sequence[int], norm: str, out_channels: int = 2) -> Any:
+    """MONAI `BasicUNet` laid out as our U-Net at these widths (5 of them: BasicUNet has 4 poolings):
+    ReLU, the same normalisation, no dropout, transposed-conv upsampling."""
+    from monai.networks.nets import BasicUNet
+
+    if len(features) != 5:
+        raise SystemExit(f"error: BasicUNet has 4 poolings; it needs 5 widths, got {list(features)}")
+    monai_norm: Any = None if norm == "none" else ((norm, {"affine": True}) if norm == "instance" else norm)
+    return BasicUNet(
+        spatial_dims=dims,
+        in_channels=1,
+        out_channels=out_channels,
+        features=(*features, features[0]),
+        act=("relu", {"inplace": True}),
+        norm=monai_norm,
+        dropout=0.0,
+        upsample="deconv",
+    )

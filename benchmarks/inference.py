@@ -3,12 +3,12 @@
 Two scenes: a whole ISBI 2012 slice (512x512, the real `slice_00.png` when the shared data is
 present, else random) and a whole 3D volume (random 128^3, or `--volume file.nii.gz`). Rows:
 
-- ours overlap-tile: `pipeline.inference.overlap_tile` with a valid-padding `pipeline.model.UNet`
+- ours overlap-tile: `pipeline.inference.tiles` with a valid-padding `pipeline.model.UNet`
   (no blending, exact stitching), twice: with the config's output tile (`--tile2d/--tile3d`), and
   with one output tile covering the whole image (`inference.tile_size` >= the image size). A valid
   net gives the same answer for every tile size, so the tile is a pure speed/memory knob: larger
   tiles spend less on the mirrored context margin;
-- ours sliding window: `pipeline.inference.sliding_window` with the same-padding `UNet` at the same
+- ours sliding window: `pipeline.inference.windows` with the same-padding `UNet` at the same
   widths (gaussian blending, overlap 0.25 and 0.5);
 - MONAI: `monai.inferers.sliding_window_inference` called directly (gaussian, overlap 0.25 and 0.5)
   with MONAI `BasicUNet` at matched widths, ReLU and the same normalisation when the widths have 5
@@ -56,28 +56,6 @@ class CountingNet:
         self.in_voxels = self.out_voxels = 0
 
 
-def load_slice(size: int | None) -> tuple[Any, str]:
-    """(1, 512, 512) z-scored ISBI slice 0 (or random), centre-cropped to `size` when given."""
-    import numpy as np
-    import torch
-
-    path = common.shared_data_dir() / "isbi2012-em" / "images" / "slice_00.png"
-    if path.is_file():
-        from PIL import Image
-
-        arr = np.asarray(Image.open(path), dtype=np.float32)
-        source = f"ISBI 2012 {path.name}"
-    else:
-        arr = np.random.default_rng(0).normal(size=(512, 512)).astype(np.float32)
-        source = "random 512x512 (shared ISBI data not found)"
-    if size is not None:
-        lo = [(n - size) // 2 for n in arr.shape]
-        arr = arr[lo[0] : lo[0] + size, lo[1] : lo[1] + size]
-        source += f", centre {size}x{size}"
-    arr = (arr - arr.mean()) / (arr.std() + 1e-8)
-    return torch.from_numpy(np.ascontiguousarray(arr))[None], source
-
-
 def load_volume(spec: str) -> tuple[Any, str]:
     """(1, x, y, z) z-scored volume: a NIfTI path, or an edge length for a random cube."""
     import numpy as np
@@ -101,7 +79,6 @@ def load_volume(spec: str) -> tuple[Any, str]:
 def build_nets(dims: int, features: list[int], norm: str, device: str) -> dict[str, Any]:
     """valid and same `UNet`s and (5 widths) a matched MONAI BasicUNet, eval mode on device."""
     import torch
-    from monai.networks.nets import BasicUNet
 
     from pipeline.model import UNet
 
@@ -111,17 +88,7 @@ def build_nets(dims: int, features: list[int], norm: str, device: str) -> dict[s
         "same": UNet(dims, 1, 2, features, padding="same", norm=norm),
     }
     if len(features) == 5:
-        monai_norm: Any = None if norm == "none" else ((norm, {"affine": True}) if norm == "instance" else norm)
-        nets["monai"] = BasicUNet(
-            spatial_dims=dims,
-            in_channels=1,
-            out_channels=2,
-            features=(*features, features[0]),
-            act=("relu", {"inplace": True}),
-            norm=monai_norm,
-            dropout=0.0,
-            upsample="deconv",
-        )
+        nets["monai"] = common.matched_basic_unet(dims, features, norm)
     else:
         nets["monai"] = nets["same"]
     return {k: v.to(device).eval() for k, v in nets.items()}
@@ -216,7 +183,7 @@ def run_rows(
     for name, net_label, window, net, fn in cases:
         counter = CountingNet(net)
         with common.PeakMemory(device) as mem, torch.no_grad():
-            times = common.time_calls(lambda: fn(counter), device, warmup, repeats)
+            times = common.time_calls(lambda fn=fn, counter=counter: fn(counter), device, warmup, repeats)
         runs = warmup + repeats
         out_vox, in_vox = counter.out_voxels / runs, counter.in_voxels / runs
         agree = max_diff = float("nan")
@@ -291,7 +258,7 @@ def main() -> None:
         warmup, repeats = 1, args.repeats or 3
 
     scenes = []
-    image2d, src2d = load_slice(slice_size)
+    image2d, src2d = common.isbi_slice(slice_size)
     scenes.append(("2D", image2d, src2d, f2, args.norm2d, [args.tile2d] * 2, [args.roi2d] * 2))
     image3d, src3d = load_volume(volume)
     scenes.append(("3D", image3d, src3d, f3, args.norm3d, [tile3d] * 3, [roi3d] * 3))

@@ -101,7 +101,7 @@ def _child_train(cfg: Any, warmup: int) -> dict[str, Any]:
     root = Path(cfg.preprocess.output_dir)
     manifest = load_manifest(root)
     t_build = time.perf_counter()
-    dataset = train_dataset(cfg, manifest, root)
+    dataset = train_dataset(cfg, manifest)
     build_s = time.perf_counter() - t_build
     n_classes = len(manifest["labels"])
     net = build_model(cfg.model, 3, 1, n_classes)
@@ -250,7 +250,8 @@ def main() -> None:
         print(f"{label}: {json.dumps(results[label])}", flush=True)
 
     print(
-        f"\n{args.size}^3 cases, {args.iterations} iterations of batch 2 ({warmup} warm-up), patch {min(64, args.size)}^3\n"
+        f"\n{args.size}^3 cases, {args.iterations} iterations of batch 2 ({warmup} warm-up), patch "
+        f"{min(64, args.size)}^3\n"
     )
     print(
         common.markdown_table(
@@ -269,7 +270,7 @@ def main() -> None:
             rows,
         )
     )
-    small, large, ram = results["small"], results["large"], results["small, all in RAM"]
+    large, ram = results["large"], results["small, all in RAM"]
     peak = {k: max(v["pre"]["peak_rss_mb"], v["train"]["peak_rss_mb"]) for k, v in results.items()}
     speed = large["train"]["samples_per_s"] / ram["train"]["samples_per_s"]
     print(

@@ -94,7 +94,7 @@ def whole_case(
 
     if args_image:
         if spec:
-            from pipeline.inference.predict import preprocess
+            from pipeline.inference.case import preprocess
 
             image, _ = preprocess(args_image, spec)
         else:
@@ -105,21 +105,7 @@ def whole_case(
         image = torch.as_tensor(image).as_subclass(torch.Tensor).float()  # plain tensor: no meta tracking in timing
         return image, f"{args_image} {tuple(image.shape)}"
     if dims == 2:
-        path = common.shared_data_dir() / "isbi2012-em" / "images" / "slice_00.png"
-        if path.is_file():
-            from PIL import Image
-
-            arr = np.asarray(Image.open(path), dtype=np.float32)
-            src = f"ISBI 2012 {path.name}"
-        else:
-            arr = np.random.default_rng(0).normal(size=(512, 512)).astype(np.float32)
-            src = "random 512x512 (shared ISBI data not found)"
-        if size2d is not None:
-            lo = [(n - size2d) // 2 for n in arr.shape]
-            arr = arr[lo[0] : lo[0] + size2d, lo[1] : lo[1] + size2d]
-            src += f", centre {size2d}x{size2d}"
-        arr = (arr - arr.mean()) / (arr.std() + 1e-8)
-        return torch.from_numpy(np.ascontiguousarray(arr))[None], src
+        return common.isbi_slice(size2d)
     shape = [2 * t for t in tile]
     arr = np.random.default_rng(0).normal(size=shape).astype(np.float32)
     return torch.from_numpy(arr)[
@@ -148,7 +134,7 @@ def main() -> None:
     import torch
 
     from pipeline.export import OnnxNet, TorchScriptNet, quiet_jit
-    from pipeline.inference import predict_logits
+    from pipeline.inference import InferenceSettings, predict_logits
     from pipeline.model import legal_input_size
 
     if args.quick:
@@ -178,23 +164,16 @@ def main() -> None:
         }
 
         x_tile = torch.randn(1, int(margs["in_channels"]), *in_tile)
-        case_kw = dict(
-            padding=padding,
-            depth=depth,
-            tile_size=tile,
-            overlap=float(settings.get("overlap", 0.5)),
-            blend=str(settings.get("blend", "gaussian")),
-            batch_size=int(settings.get("batch_size", 4)),
-        )
+        case_settings = InferenceSettings.from_dict({**settings, "padding": padding, "depth": depth, "tile_size": tile})
         rows, per_case, ref = [], {}, None
         for name, rt in runtimes.items():
             with torch.no_grad(), quiet_jit():
-                tile_times = common.time_calls(lambda: rt(x_tile), device, warmup, repeats)
+                tile_times = common.time_calls(lambda rt=rt: rt(x_tile), device, warmup, repeats)
                 with common.PeakMemory(device) as mem:
                     case_times = common.time_calls(
-                        lambda: predict_logits(image, rt, **case_kw), device, case_warmup, repeats
+                        lambda rt=rt: predict_logits(image, rt, case_settings), device, case_warmup, repeats
                     )
-                out = predict_logits(image, rt, **case_kw)
+                out = predict_logits(image, rt, case_settings)
             if ref is None:
                 ref = out
             diff = float((out - ref).abs().max())
@@ -223,7 +202,7 @@ def main() -> None:
     print(f"- model: {source}; {dims}D, {padding} padding, depth {depth}")
     print(
         f"- tile: input {tuple(in_tile)} -> output tile {tuple(tile)}; case: {case_src}, {padding} "
-        f"{'overlap-tile' if padding == 'valid' else 'sliding window'}, batch {case_kw['batch_size']}"
+        f"{'overlap-tile' if padding == 'valid' else 'sliding window'}, batch {case_settings.batch_size}"
     )
     print(
         f"- timing: median of {repeats} run(s); per tile after {warmup} warm-up call(s), per case after "

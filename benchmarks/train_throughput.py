@@ -28,7 +28,6 @@ import common
 
 def build(name: str, dims: int, features: list[int], norm: str, out_channels: int = 2) -> Any:
     """One of the three networks, widths and normalisation matched."""
-    from monai.networks.nets import BasicUNet
     from monai.networks.nets import UNet as MonaiUNet
 
     from pipeline.model import UNet
@@ -38,18 +37,7 @@ def build(name: str, dims: int, features: list[int], norm: str, out_channels: in
     if name == "ours":
         return UNet(dims, 1, out_channels, features, padding="same", norm=norm, dropout=0.0, upsample="transpose")
     if name == "monai-basicunet":
-        if len(features) != 5:
-            raise SystemExit(f"error: BasicUNet has 4 poolings; --features needs 5 widths, got {features}")
-        return BasicUNet(
-            spatial_dims=dims,
-            in_channels=1,
-            out_channels=out_channels,
-            features=(*features, features[0]),
-            act=relu,
-            norm=monai_norm,
-            dropout=0.0,
-            upsample="deconv",
-        )
+        return common.matched_basic_unet(dims, features, norm, out_channels)
     if name == "monai-unet":
         return MonaiUNet(
             spatial_dims=dims,
@@ -164,7 +152,8 @@ def main() -> None:
     print(f"machine: {common.machine_info(device)}")
     print(
         f"widths 2D {features[2]}, 3D {features[3]}; norm {args.norm}; ReLU; no dropout; AdamW; 2 classes, "
-        f"cross-entropy; timing: >= {timing['min_steps']} steps and >= {timing['min_seconds']} s after {timing['warmup']} warm-up"
+        f"cross-entropy; timing: >= {timing['min_steps']} steps and >= {timing['min_seconds']} s after "
+        f"{timing['warmup']} warm-up"
     )
     print()
     print(common.markdown_table(headers, rows))

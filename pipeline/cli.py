@@ -44,7 +44,7 @@ def _cmd_stage(args: argparse.Namespace) -> None:
 
 
 def _cmd_predict(args: argparse.Namespace) -> None:
-    from pipeline.predict import main
+    from pipeline.export.predictor import main
 
     main(args)
 
@@ -64,7 +64,8 @@ def _cmd_model_summary(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="unet-pipeline",
-        description="Medical-image segmentation with a custom 2D/3D U-Net: data -> preprocess -> train -> evaluate -> export.",
+        description="Medical-image segmentation with a custom 2D/3D U-Net: "
+        "data -> preprocess -> train -> evaluate -> export.",
     )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -46,6 +46,28 @@ class PointwiseNet(torch.nn.Module):
         return self.conv(x)
 
 
+class RampNet(torch.nn.Module):
+    """Ignores its input: logits (ramp, 0) with ramp = i + 2 j over the 2D grid it is given. Its
+    flip-TTA answer is known in closed form (`ramp_tta`), without running any inference code."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        i = torch.arange(x.shape[2], dtype=x.dtype)[:, None]
+        j = torch.arange(x.shape[3], dtype=x.dtype)[None, :]
+        ramp = (i + 2 * j).expand(x.shape[0], 1, -1, -1) / 8
+        return torch.cat([ramp, torch.zeros_like(ramp)], 1)
+
+
+def ramp_tta(shape: tuple[int, int], axes: list[int]) -> np.ndarray:
+    """p(class 0) of RampNet on one window of `shape`, averaged over the flips of `axes` (numpy)."""
+    i, j = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
+    ramp = (i + 2 * j) / 8.0
+    maps = []
+    for r in range(len(axes) + 1):
+        for combo in __import__("itertools").combinations(axes, r):
+            maps.append(np.flip(1 / (1 + np.exp(-ramp)), combo) if combo else 1 / (1 + np.exp(-ramp)))
+    return np.mean(maps, axis=0)
+
+
 # --- one trained pipeline workdir (synth -> preprocess -> train -> evaluate [-> export]) -------------------------
 # Built once per test session and shared by test_evaluate.py and test_bundle.py: training and the dynamo
 # ONNX export are the slow parts, and every check on their outputs is read-only.

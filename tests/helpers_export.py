@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -133,28 +132,43 @@ def write_raw_case(
 
 
 def make_workspace(root: Path, name: str, *, n_cases: int = 2, registered_model_name: str = "unet-test") -> Any:
-    """data/ with raw NIfTI cases, preprocessed/ built with the real preprocessing chain, a checkpoint
-    from `tiny_trained_unet` saved like the train stage does, and the matching Config."""
+    """data/ with raw NIfTI cases (the canonical layout), preprocessed/ written by the real preprocess
+    stage, a checkpoint from `tiny_trained_unet` saved like the train stage does, and the Config."""
     from pipeline.config import parse_config
-    from pipeline.data.transforms import preprocessing_transforms
+    from pipeline.data.canonical import build_dataset_json, dumps
     from pipeline.model import model_args as make_model_args
+    from pipeline.stages import preprocess
     from pipeline.training.checkpoint import save_checkpoint
 
     w = WORKSPACES[name]
     dims = w["dims"]
+    ids = [f"case{i:02d}" for i in range(n_cases)]
+    for i, cid in enumerate(ids):
+        label_path = root / "data" / "labelsTr" / f"{cid}.nii.gz"
+        write_raw_case(root / "data" / "imagesTr" / f"{cid}_0000.nii.gz", dims, w["size"], w["spacing"], i, label_path)
+    labels = ["background", "a", "b"]
+    dataset = build_dataset_json(
+        name=name,
+        description="export test",
+        spatial_dims=dims,
+        modality="mr",
+        channel_names={"0": "MR"},
+        labels=labels,
+        label_mapping=None,
+        source="tests/helpers_export.py",
+        case_ids=ids,
+    )
+    (root / "data" / "dataset.json").write_text(dumps(dataset))
     raw = {
         "name": f"export-test-{name}",
-        "data": {
-            "root": str(root / "data"),
-            "spatial_dims": dims,
-            "modality": "mr",
-            "labels": ["background", "a", "b"],
-        },
+        "data": {"root": str(root / "data"), "spatial_dims": dims, "modality": "mr", "labels": labels},
         "preprocess": {
             "output_dir": str(root / "preprocessed"),
             "orientation": w["orientation"],
             "target_spacing": w["target"],
             "normalization": "zscore",
+            "num_workers": 0,
+            "split": {"train": ids[:-1], "val": ids[-1:]},
         },
         "model": {"features": w["features"], "padding": w["padding"]},
         "train": {"output_dir": str(root / "checkpoints"), "patch_size": w["tile"]},
@@ -168,53 +182,9 @@ def make_workspace(root: Path, name: str, *, n_cases: int = 2, registered_model_
         "export": {"output_dir": str(root / "exported")},
     }
     cfg = parse_config(raw)
-    spec = {
-        "orientation": w["orientation"],
-        "spacing": w["target"],
-        "crop_foreground": False,
-        "normalization": {"scheme": "zscore", "nonzero": False, "clip": None, "mean": None, "std": None},
-    }
-    pre = root / "preprocessed"
-    (pre / "cases").mkdir(parents=True, exist_ok=True)
-    chain = preprocessing_transforms(spec, keys=("image", "label"))
-    cases = []
-    for i in range(n_cases):
-        cid = f"case{i:02d}"
-        img = write_raw_case(
-            root / "data" / "imagesTr" / f"{cid}_0000.nii.gz",
-            dims,
-            w["size"],
-            w["spacing"],
-            seed=i,
-            label_path=root / "data" / "labelsTr" / f"{cid}.nii.gz",
-        )
-        out = chain({"image": str(img), "label": str(root / "data" / "labelsTr" / f"{cid}.nii.gz")})
-        np.save(pre / "cases" / f"{cid}_image.npy", np.asarray(out["image"], dtype=np.float32))
-        np.save(pre / "cases" / f"{cid}_label.npy", np.asarray(out["label"], dtype=np.uint8))
-        cases.append(
-            {
-                "id": cid,
-                "image": f"cases/{cid}_image.npy",
-                "label": f"cases/{cid}_label.npy",
-                "weight": None,
-                "source_images": [str(img)],
-                "source_label": str(root / "data" / "labelsTr" / f"{cid}.nii.gz"),
-                "original": {"shape": list(w["size"])},
-                "shape": list(out["image"].shape[1:]),
-            }
-        )
-    manifest = {
-        "spatial_dims": dims,
-        "in_channels": 1,
-        "labels": ["background", "a", "b"],
-        "preprocessing": spec,
-        "splits": {"train": [c["id"] for c in cases[:-1]], "val": [cases[-1]["id"]]},
-        "folds": [],
-        "cases": cases,
-    }
-    (pre / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    preprocess.run(cfg)
     net = tiny_trained_unet(dims, w["padding"], w["features"])
-    args = make_model_args(cfg.model, dims, 1, 3)
+    args = make_model_args(cfg.model, dims, 1, len(labels))
     save_checkpoint(
         {"model": net.state_dict(), "model_args": args, "epoch": 1, "best_metric": 0.5},
         root / "checkpoints" / "best.pt",

@@ -139,7 +139,7 @@ def _resolve(attrs: list[str]) -> list[str]:
 
     model: type[BaseModel] | None = Config
     path: list[str] = []
-    for i, name in enumerate(attrs):
+    for name in attrs:
         if model is None:
             break
         if name in model.model_fields:

@@ -13,6 +13,8 @@ import torch
 import yaml
 from helpers_train import make_config, prepare_data
 
+pytestmark = pytest.mark.slow  # real subprocess runs: make test-fast skips this module
+
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 

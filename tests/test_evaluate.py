@@ -149,8 +149,9 @@ def test_evaluate_prediction_equals_predict_case_with_no_inverse_warning(workdir
     import nibabel as nib
     import torch
 
-    from pipeline.inference.predict import load_trained_net, predict_case
+    from pipeline.inference.case import predict_case
     from pipeline.inference.settings import InferenceSettings
+    from pipeline.training.checkpoint import load_trained_net
 
     cfg, root, manifest = workdir
     case = _val_cases(manifest)[0]

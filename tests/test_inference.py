@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 from helpers_eval import PointwiseNet, reflect_pad_np, small_unet
 
 from pipeline.inference import (
+    InferenceSettings,
     flip_axes_combinations,
     keep_largest,
     mirror_pad,
@@ -99,9 +102,11 @@ def test_mirror_pad_matches_numpy_reflect(n, low, high):
 def test_predict_logits_batch_and_device_dtype():
     net = small_unet(2, "valid", (4, 8, 16), out_channels=2)
     batch = torch.randn(2, 1, 30, 41, dtype=torch.float32)  # cast to the net's float64 inside
-    out = predict_logits(batch, net, padding="valid", depth=2, tile_size=(16, 16), batch_size=5)
+    out = predict_logits(batch, net, InferenceSettings(padding="valid", depth=2, tile_size=(16, 16), batch_size=5))
     assert out.shape == (2, 2, 30, 41) and out.dtype == torch.float64
-    single = predict_logits(batch[1], net, padding="valid", depth=2, tile_size=(16, 16), batch_size=1)
+    single = predict_logits(
+        batch[1], net, InferenceSettings(padding="valid", depth=2, tile_size=(16, 16), batch_size=1)
+    )
     assert torch.allclose(out[1], single, atol=1e-10)
 
 
@@ -118,7 +123,7 @@ def test_sliding_window_seam_free_on_constant_weight_model(blend, size):
     whole-image output everywhere: any seam (unnormalised weights, gaps) would show."""
     net = PointwiseNet(2, out_channels=2).double().eval()
     image = torch.from_numpy(np.random.default_rng(0).normal(size=(1, *size)))
-    out = predict_logits(image, net, padding="same", depth=2, tile_size=(16, 24), overlap=0.5, blend=blend)
+    out = predict_logits(image, net, InferenceSettings("same", 2, (16, 24), overlap=0.5, blend=blend))
     with torch.no_grad():
         ref = net(image[None])[0]
     assert out.shape == (2, *size)
@@ -126,7 +131,7 @@ def test_sliding_window_seam_free_on_constant_weight_model(blend, size):
 
     # a net whose output is constant (zero weights) gives one constant map: no seams at all
     flat = PointwiseNet(2, out_channels=2, weight=0.0, bias=0.7).double().eval()
-    out = predict_logits(image, flat, padding="same", depth=2, tile_size=(16, 24), overlap=0.25, blend=blend)
+    out = predict_logits(image, flat, InferenceSettings("same", 2, (16, 24), overlap=0.25, blend=blend))
     assert torch.allclose(out[0], torch.full(size, 0.7, dtype=out.dtype), atol=1e-6)
     assert torch.allclose(out[1], torch.full(size, 1.4, dtype=out.dtype), atol=1e-6)
 
@@ -134,45 +139,36 @@ def test_sliding_window_seam_free_on_constant_weight_model(blend, size):
 def test_sliding_window_3d_same_unet_any_size():
     net = small_unet(3, "same", (2, 4, 4), out_channels=3)
     image = torch.randn(1, 19, 9, 13, dtype=torch.float64)
-    out = predict_logits(image, net, padding="same", depth=2, tile_size=(8, 8, 8), overlap=0.5)
+    out = predict_logits(image, net, InferenceSettings("same", 2, (8, 8, 8), overlap=0.5))
     assert out.shape == (3, 19, 9, 13)
     assert torch.isfinite(out).all()
     # a single window covering the (legal-size) image equals one plain forward pass
     image = torch.randn(1, 8, 12, 16, dtype=torch.float64)
-    out = predict_logits(image, net, padding="same", depth=2, tile_size=(8, 12, 16))
+    out = predict_logits(image, net, InferenceSettings("same", 2, (8, 12, 16)))
     with torch.no_grad():
         assert torch.allclose(out, net(image[None])[0], atol=1e-10)
 
 
 def test_flip_tta():
+    from helpers_eval import RampNet, ramp_tta
+
     assert len(flip_axes_combinations(2)) == 4 and len(flip_axes_combinations(3)) == 8
+    assert flip_axes_combinations(3, [0]) == [(), (0,)]
     # a flip-equivariant net: TTA must not change the probabilities
     net = PointwiseNet(3, out_channels=3).double().eval()
     image = torch.randn(1, 11, 7, 5, dtype=torch.float64)
-    kw = dict(padding="same", depth=1, tile_size=(8, 8, 8))
-    plain = predict_probabilities(image, net, **kw)
-    tta = predict_probabilities(image, net, tta=True, **kw)
+    s3 = InferenceSettings(padding="same", depth=1, tile_size=(8, 8, 8))
+    plain = predict_probabilities(image, net, s3)
+    tta = predict_probabilities(image, net, replace(s3, tta=True))
     assert torch.allclose(plain, tta, atol=1e-6)
     assert torch.allclose(plain.sum(0), torch.ones(11, 7, 5, dtype=plain.dtype), atol=1e-6)
-    # a real U-Net: TTA is the mean of the flipped-back softmaxes (2D: identity, x, y, xy)
-    unet = small_unet(2, "valid", (4, 8, 16), out_channels=2)
-    img2 = torch.randn(1, 23, 17, dtype=torch.float64)
-    kw = dict(padding="valid", depth=2, tile_size=(12, 12))
-    manual = (
-        sum(
-            torch.flip(torch.softmax(predict_logits(torch.flip(img2, d), unet, **kw), 0), d)
-            for d in ([], [1], [2], [1, 2])
-        )
-        / 4
-    )
-    assert torch.allclose(predict_probabilities(img2, unet, tta=True, **kw), manual.float(), atol=1e-6)
-    # restricted to the axes training mirrored (here spatial axis 1 only): identity + that flip
-    assert flip_axes_combinations(3, [0]) == [(), (0,)]
-    only = (
-        torch.softmax(predict_logits(img2, unet, **kw), 0)
-        + torch.flip(torch.softmax(predict_logits(torch.flip(img2, [2]), unet, **kw), 0), [2])
-    ) / 2
-    assert torch.allclose(predict_probabilities(img2, unet, tta=True, tta_axes=[1], **kw), only.float(), atol=1e-6)
+    # a net that ignores its input and answers a ramp: TTA averages the ramp with its mirror
+    # images along exactly the TTA axes (closed form in numpy, one window covering the image)
+    image = torch.zeros(1, 8, 12, dtype=torch.float64)
+    s2 = InferenceSettings(padding="same", depth=1, tile_size=(8, 12), tta=True)
+    for axes in ([0], [1], [0, 1]):
+        got = predict_probabilities(image, RampNet(), replace(s2, tta_axes=tuple(axes)))[0].numpy()
+        np.testing.assert_allclose(got, ramp_tta((8, 12), axes), atol=1e-6)
     with pytest.raises(ValueError, match="out of range"):
         flip_axes_combinations(2, [2])
 

@@ -89,7 +89,7 @@ def _batches(cfg, root: Path, seed: int) -> list[dict[str, torch.Tensor]]:
     from pipeline.training.data import train_dataset, train_loader
 
     torch.manual_seed(seed)  # what set_determinism does per epoch: the workers' base seed comes from here
-    ds = train_dataset(cfg, load_manifest(root), root)
+    ds = train_dataset(cfg, load_manifest(root))
     return [{k: batch[k].clone() for k in ("image", "label")} for batch in train_loader(cfg, ds, epoch_seed=seed)]
 
 
@@ -138,7 +138,7 @@ def test_training_reads_no_whole_volume_when_not_cached(
         loads.append(kwargs.get("mmap_mode"))
         return real_load(file, *args, **kwargs)
 
-    ds = train_dataset(cfg, load_manifest(root), root)
+    ds = train_dataset(cfg, load_manifest(root))
     assert ds.store.cached_cases == 0
     monkeypatch.setattr(np, "load", spy)
     for batch in train_loader(cfg, ds, epoch_seed=1):

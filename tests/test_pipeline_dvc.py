@@ -17,6 +17,8 @@ import pytest
 import stage_deps
 import yaml
 
+pytestmark = pytest.mark.slow  # real subprocess runs: make test-fast skips this module
+
 AUDIT_DIR = Path(__file__).resolve().parent / "file_audit"
 
 

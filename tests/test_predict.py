@@ -19,7 +19,7 @@ import torch
 from helpers_eval import pipeline_env, pipeline_workdir
 
 from pipeline.inference import InferenceSettings
-from pipeline.inference.predict import predict_case
+from pipeline.inference.case import predict_case
 
 SHAPE = (23, 19, 9)
 SPACING = (0.7, 1.1, 2.5)
@@ -95,7 +95,7 @@ def test_prediction_on_reoriented_resampled_case_has_source_geometry(tmp_path: P
     import nibabel as nib
     import SimpleITK as sitk
 
-    from pipeline.inference.predict import load_source_image, preprocess
+    from pipeline.inference.case import load_source_image, preprocess
     from pipeline.io import write_image
 
     src, inside, halfway = write_lps_case(tmp_path / "case_0000.nii.gz")
@@ -186,7 +186,7 @@ def test_predictor_rejects_bad_input_and_writes_nothing(
     import re
 
     from pipeline.cli import main
-    from pipeline.predict import PredictError, predict_file
+    from pipeline.export.predictor import PredictError, predict_file
 
     image = make(tmp_path / name) if make else tmp_path / name
     out = tmp_path / "out" / "mask.nii.gz"
@@ -206,7 +206,7 @@ def test_predictor_rejects_bad_input_and_writes_nothing(
 def test_predictor_rejects_a_model_that_does_not_match_its_metadata(tmp_path: Path, exported_model: Path) -> None:
     import shutil
 
-    from pipeline.predict import PredictError, predict_file
+    from pipeline.export.predictor import PredictError, predict_file
 
     bundle = tmp_path / "exported"
     shutil.copytree(exported_model.parent, bundle)
@@ -224,7 +224,7 @@ def test_predictor_writes_mask_in_input_geometry(tmp_path: Path, exported_model:
     """The 2D predictor on a raw case: a uint8 mask, same size/spacing/origin/direction as the input."""
     import SimpleITK as sitk
 
-    from pipeline.predict import predict_file
+    from pipeline.export.predictor import predict_file
 
     root = exported_model.parent.parent
     image = root / "data" / "imagesTr" / "synth_000_0000.nii.gz"

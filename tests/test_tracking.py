@@ -193,6 +193,7 @@ def mlflow_server(tmp_path: Path):
         log.close()
 
 
+@pytest.mark.slow
 def test_team_server_over_rest(
     tmp_path: Path, data_cache: Path, mlflow_server: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

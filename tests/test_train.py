@@ -64,6 +64,7 @@ def _val_dice(rows: list[dict[str, str]]) -> list[float]:
     return [float(r["val_dice_mean"]) for r in rows]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("padding", ["valid", "same"])
 def test_train_2d_converges(workdir: Path, data_cache: Path, padding: str) -> None:
     from pipeline.stages.train import run
@@ -79,6 +80,7 @@ def test_train_2d_converges(workdir: Path, data_cache: Path, padding: str) -> No
     assert best["best_metric"] == pytest.approx(max(_val_dice(rows)), abs=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("padding", ["valid", "same"])
 def test_train_3d_converges(workdir: Path, data_cache: Path, padding: str) -> None:
     from pipeline.stages.train import run
@@ -98,6 +100,7 @@ def test_train_3d_converges(workdir: Path, data_cache: Path, padding: str) -> No
     assert _val_dice(rows)[-1] >= 0.80, rows
 
 
+@pytest.mark.slow
 def test_resume_equals_uninterrupted(workdir: Path, data_cache: Path) -> None:
     """Train 3 epochs straight vs 1 epoch, 'killed', re-run to 3: same weights, same history."""
     from mlflow.tracking import MlflowClient
@@ -243,7 +246,7 @@ def test_patches_are_balanced_and_aligned(tmp_path: Path, data_cache: Path, dims
             assert geo.output_size == output_size(geo.input_size, cfg.depth) and geo.output_size >= (16,) * dims
         else:
             assert geo.input_size == geo.output_size == (16,) * dims
-        ds = train_dataset(cfg, load_manifest(root), root)
+        ds = train_dataset(cfg, load_manifest(root))
         for batch in train_loader(cfg, ds, epoch_seed=3):
             image, label = batch["image"], batch["label"]
             assert tuple(image.shape[2:]) == geo.input_size and tuple(label.shape[2:]) == geo.output_size

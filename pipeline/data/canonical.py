@@ -104,7 +104,8 @@ def load_dataset(root: str | Path) -> DatasetInfo:
     if not path.is_file():
         raise DatasetError(
             [
-                f"{path}: not found; create the dataset with `unet-pipeline data synth` or `unet-pipeline data import SRC`"
+                f"{path}: not found; create the dataset with `unet-pipeline data synth` or `unet-pipeline data "
+                "import SRC`"
             ]
         )
     try:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from pipeline.errors import PipelineError
 
-class DatasetError(ValueError):
+
+class DatasetError(PipelineError, ValueError):
     """One or more problems with a dataset; each line names the file (or case) and the problem."""
 
     def __init__(self, problems: Sequence[str] | str, header: str | None = None) -> None:

@@ -37,6 +37,7 @@ import numpy as np
 
 from pipeline.data.canonical import DATASET_JSON, FILE_ENDING, build_dataset_json, dumps, image_relpath, label_relpath
 from pipeline.data.errors import DatasetError
+from pipeline.errors import InputError
 
 LAYOUTS = ("msd", "pairs", "stack")
 _TIFF = (".tif", ".tiff")
@@ -193,7 +194,8 @@ def _stack_files(src: Path, strict: bool = True) -> tuple[Path, Path] | None:
     if strict:
         raise DatasetError(
             [
-                f"{src}: a stack dataset holds one multi-page TIFF of images and one whose name contains 'label'; found {[p.name for p in tiffs]}"
+                f"{src}: a stack dataset holds one multi-page TIFF of images and one whose name contains 'label'; "
+                f"found {[p.name for p in tiffs]}"
             ]
         )
     return None
@@ -317,16 +319,76 @@ def _dvc_add(out: Path) -> str:
         return "dvc not found on PATH: run `dvc add` yourself"
     proc = subprocess.run([dvc, "add", str(out.resolve().relative_to(repo))], cwd=repo, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise RuntimeError(f"`dvc add {out}` failed: {proc.stderr.strip() or proc.stdout.strip()}")
+        raise InputError(f"`dvc add {out}` failed: {proc.stderr.strip() or proc.stdout.strip()}")
     return f"`dvc add {out}` done"
+
+
+def _read_source(src: Path, layout: str, spec: LabelSpec | None) -> tuple[list[SourceCase], list[str], dict[str, Any]]:
+    """(cases, class names in index order, the source's dataset.json or {}) of a source dataset."""
+    meta: dict[str, Any] = {}
+    if layout == "msd":
+        meta = json.loads((src / DATASET_JSON).read_text(encoding="utf-8"))
+        cases = _msd_cases(src, meta)
+        names = spec.names if spec else _msd_labels(meta, src / DATASET_JSON)
+    else:
+        cases = _pairs_cases(src) if layout == "pairs" else _stack_cases(src)
+        if spec is not None:
+            names = spec.names
+        elif (src / DATASET_JSON).is_file():
+            names = _msd_labels(json.loads((src / DATASET_JSON).read_text(encoding="utf-8")), src / DATASET_JSON)
+        else:
+            raise DatasetError(
+                [
+                    f"{src}: the masks hold raw values {_found_values(cases)} and nothing maps them to classes; pass "
+                    "--labels NAME=RAW,... in class-index order (e.g. --labels background=0,object=255)"
+                ]
+            )
+    if not cases:
+        raise DatasetError([f"{src}: no cases found ({layout} layout)"])
+    missing = [str(p) for c in cases for p in [*c.images, c.label] if isinstance(p, Path) and not p.exists()]
+    if missing:
+        raise DatasetError([f"{p}: listed but missing" for p in missing])
+    return cases, names, meta
+
+
+def _channel_names(cases: list[SourceCase], meta: dict[str, Any]) -> tuple[int, dict[str, str]]:
+    """(spatial dims, channel index -> name) from the first case and the source's dataset.json."""
+    if cases[0].channels_in_4d:
+        dims, n_channels = 3, cases[0].channels_in_4d
+    else:
+        first = _read(cases[0].images[0])
+        dims, n_channels = first.ndim - 1, int(first.shape[0]) * len(cases[0].images)
+    if meta:
+        return dims, {
+            str(k): str(v) for k, v in (meta.get("channel_names") or meta.get("modality") or {"0": "image"}).items()
+        }
+    return dims, {str(c): f"channel {c}" for c in range(n_channels)}
+
+
+def _stage_cases(
+    tmp: Path, cases: list[SourceCase], spec: LabelSpec | None, n_classes: int, channels: dict[str, str], layout: str
+) -> None:
+    """Write every case into the staging dir, checking each has the dataset's channel count."""
+    from tqdm import tqdm
+
+    (tmp / "imagesTr").mkdir()
+    (tmp / "labelsTr").mkdir()
+    for case in tqdm(cases, desc=f"import ({layout})", unit="case"):
+        _write_case(case, tmp, spec, n_classes)
+        written = len(list((tmp / "imagesTr").glob(f"{case.id}_[0-9][0-9][0-9][0-9]{FILE_ENDING}")))
+        if written != len(channels):
+            raise DatasetError(
+                [
+                    f"{_describe(case)}: {written} channel(s), but the dataset has {len(channels)} "
+                    f"({', '.join(channels.values())})"
+                ]
+            )
 
 
 def import_dataset(
     src: str | Path, out: str | Path = "data", layout: str | None = None, labels: str | None = None
 ) -> dict[str, Any]:
     """Convert `src` into the canonical layout at `out`; returns the written dataset.json."""
-    from tqdm import tqdm
-
     from pipeline.io import atomic_dir, write_text_atomic
 
     src, out = Path(src), Path(out)
@@ -336,60 +398,16 @@ def import_dataset(
     if layout not in LAYOUTS:
         raise DatasetError([f"--layout {layout!r}: use one of {', '.join(LAYOUTS)}"])
     spec = parse_labels(labels) if labels else None
-    meta: dict[str, Any] = {}
-    if layout == "msd":
-        meta = json.loads((src / DATASET_JSON).read_text())
-        cases = _msd_cases(src, meta)
-        names = spec.names if spec else _msd_labels(meta, src / DATASET_JSON)
-    else:
-        cases = _pairs_cases(src) if layout == "pairs" else _stack_cases(src)
-        if spec is None and (src / DATASET_JSON).is_file():
-            names = _msd_labels(json.loads((src / DATASET_JSON).read_text()), src / DATASET_JSON)
-        elif spec is None:
-            raise DatasetError(
-                [
-                    f"{src}: the masks hold raw values {_found_values(cases)} and nothing maps them to classes; pass "
-                    "--labels NAME=RAW,... in class-index order (e.g. --labels background=0,object=255)"
-                ]
-            )
-        else:
-            names = spec.names
-    if not cases:
-        raise DatasetError([f"{src}: no cases found ({layout} layout)"])
-    missing = [str(p) for c in cases for p in [*c.images, c.label] if isinstance(p, Path) and not p.exists()]
-    if missing:
-        raise DatasetError([f"{p}: listed but missing" for p in missing])
-
-    if cases[0].channels_in_4d:
-        dims, n_channels = 3, cases[0].channels_in_4d
-    else:
-        first = _read(cases[0].images[0])
-        dims, n_channels = first.ndim - 1, int(first.shape[0]) * len(cases[0].images)
-    channel_names = (
-        {str(k): str(v) for k, v in (meta.get("channel_names") or meta.get("modality") or {"0": "image"}).items()}
-        if meta
-        else {str(c): f"channel {c}" for c in range(n_channels)}
-    )
-    modality = _modality(meta)
+    cases, names, meta = _read_source(src, layout, spec)
+    dims, channels = _channel_names(cases, meta)
     with atomic_dir(out) as tmp:
-        (tmp / "imagesTr").mkdir()
-        (tmp / "labelsTr").mkdir()
-        for case in tqdm(cases, desc=f"import ({layout})", unit="case"):
-            _write_case(case, tmp, spec, len(names))
-            written = len(list((tmp / "imagesTr").glob(f"{case.id}_[0-9][0-9][0-9][0-9]{FILE_ENDING}")))
-            if written != len(channel_names):
-                raise DatasetError(
-                    [
-                        f"{_describe(case)}: {written} channel(s), but the dataset has {len(channel_names)} "
-                        f"({', '.join(channel_names.values())})"
-                    ]
-                )
+        _stage_cases(tmp, cases, spec, len(names), channels, layout)
         dataset = build_dataset_json(
             name=str(meta.get("name") or src.name),
             description=str(meta.get("description") or f"imported from {src}"),
             spatial_dims=dims,
-            modality=modality,
-            channel_names=channel_names,
+            modality=_modality(meta),
+            channel_names=channels,
             labels=names,
             label_mapping=spec.mapping_record if spec else None,
             source=f"unet-pipeline data import {src} --layout {layout}" + (f" --labels {labels}" if labels else ""),
@@ -397,7 +415,7 @@ def import_dataset(
         )
         write_text_atomic(tmp / DATASET_JSON, dumps(dataset))
         # the checks preprocess runs, on what was staged: a refused dataset never replaces `out`
-        _validate_staged(tmp, cases, src, n_channels=len(channel_names), n_labels=len(names))
+        _validate_staged(tmp, cases, src, n_channels=len(channels), n_labels=len(names))
     return dataset
 
 

@@ -1,7 +1,9 @@
 """`preprocessed/manifest.json`: the one reader the train, evaluate and export stages share.
 
-The preprocess stage writes it (docs/ARCHITECTURE.md); a stage that finds it missing, unreadable
-or lacking an entry it needs says so, naming the file and the stage to re-run.
+The preprocess stage writes it (docs/ARCHITECTURE.md). `load_manifest` returns a `Manifest`: the
+parsed JSON (a dict, so `manifest["labels"]` reads as before) that knows its folder, resolves the
+paths it lists and checks itself for each use, so that a stage finding it missing, unreadable,
+incomplete or not fit for its config says so, naming the file and the stage to re-run.
 """
 
 from __future__ import annotations
@@ -11,25 +13,115 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pipeline.errors import MissingInputError, PipelineError
+
 MANIFEST = "manifest.json"
 
 
-class ManifestError(ValueError):
+class ManifestError(PipelineError, ValueError):
     """`preprocessed/manifest.json` is missing, unreadable or does not fit the config."""
+
+
+class Manifest(dict):
+    """The manifest's JSON plus the folder it lies in (`root`, what its relative paths start from)."""
+
+    def __init__(self, data: dict[str, Any], root: Path) -> None:
+        super().__init__(data)
+        self.root = Path(root)
+        self.where = self.root / MANIFEST
+
+    @property
+    def labels(self) -> list[str]:
+        return [str(n) for n in self["labels"]]
+
+    def case(self, case_id: str) -> dict[str, Any]:
+        for c in self["cases"]:
+            if c["id"] == case_id:
+                return c
+        raise ManifestError(f"{self.where}: no case {case_id!r} under 'cases'")
+
+    def split(self, name: str) -> list[str]:
+        """The ids of a split, checked to be non-empty and listed under 'cases'."""
+        ids = list(self["splits"].get(name) or [])
+        if not ids:
+            raise ManifestError(f"{self.where}: split {name!r} is empty")
+        missing = sorted(set(ids) - {c["id"] for c in self["cases"]})
+        if missing:
+            raise ManifestError(f"{self.where}: split {name!r} names cases not in 'cases': {missing[:5]}")
+        return ids
+
+    def path(self, case_id: str, key: str) -> Path:
+        """A preprocessed array of a case (`image`, `label`, `weight`, `locations`), under root."""
+        rel = self.case(case_id).get(key)
+        if not rel:
+            raise ManifestError(f"{self.where}: case {case_id!r} has no {key!r}; re-run the preprocess stage")
+        return _existing(rel, [self.root], f"case {case_id}: preprocessed {key}")
+
+    def sources(self, case_id: str) -> tuple[list[Path], Path]:
+        """(per-channel raw image files, raw label file) of a case: absolute, or relative to the
+        working directory or to root."""
+        c = self.case(case_id)
+        where = [Path("."), self.root]
+        images = [_existing(p, where, f"case {case_id}: source image") for p in c["source_images"]]
+        return images, _existing(c["source_label"], where, f"case {case_id}: source label")
+
+    def held_out_case(self) -> str:
+        """The first validation case (a training case when there is none): what export verifies on."""
+        ids = list(self["splits"].get("val") or []) or list(self["splits"].get("train") or [])
+        ids = ids or [c["id"] for c in self["cases"]]
+        if not ids:
+            raise ManifestError(f"{self.where} lists no cases")
+        return ids[0]
+
+    def check_trainable(self, cfg: Any) -> None:
+        """Fail before training on a manifest that cannot feed this config."""
+        for key in ("spatial_dims", "in_channels"):
+            if key not in self:
+                raise ManifestError(f"{self.where}: missing key {key!r}; re-run the preprocess stage")
+        if self["spatial_dims"] != cfg.data.spatial_dims:
+            raise ManifestError(
+                f"{self.where}: spatial_dims={self['spatial_dims']} but the config has "
+                f"data.spatial_dims={cfg.data.spatial_dims}; re-run preprocess with this config"
+            )
+        if len(self["labels"]) < 2:
+            raise ManifestError(f"{self.where}: needs at least 2 labels (background + 1), got {self['labels']}")
+        train = self.split("train")
+        self.split("val")
+        no_locations = [c["id"] for c in self["cases"] if not c.get("locations") or "n_fg" not in c]
+        if no_locations:
+            raise ManifestError(
+                f"{self.where}: cases {no_locations[:5]} have no stored patch locations (written by an older "
+                "preprocess); re-run the preprocess stage"
+            )
+        no_weight = [cid for cid in train if not self.case(cid).get("weight")]
+        if cfg.train.loss == "weighted_ce" and no_weight:
+            raise ManifestError(
+                f"{self.where}: train.loss='weighted_ce' needs border weight maps, but cases {no_weight[:5]} "
+                "have none; set preprocess.border_weights: true and re-run preprocess"
+            )
+
+
+def _existing(path: str | Path, bases: Sequence[Path], what: str) -> Path:
+    p = Path(path)
+    for candidate in [p] if p.is_absolute() else [b / p for b in bases]:
+        if candidate.exists():
+            return candidate
+    looked = "" if p.is_absolute() else f" (looked in {', '.join(str(b) for b in bases)})"
+    raise MissingInputError(f"{what} {path} not found{looked}")
 
 
 def load_manifest(
     pre_dir: str | Path, required: Sequence[str] = ("labels", "preprocessing", "splits", "cases")
-) -> dict[str, Any]:
+) -> Manifest:
     """The parsed manifest, with every key in `required` present."""
     path = Path(pre_dir) / MANIFEST
     if not path.is_file():
         raise ManifestError(f"{path} not found: run the preprocess stage first")
     try:
-        manifest = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise ManifestError(f"{path} is not valid JSON ({exc}); re-run the preprocess stage") from None
-    missing = [key for key in required if key not in manifest]
+    missing = [key for key in required if key not in data]
     if missing:
         raise ManifestError(f"{path} has no {', '.join(map(repr, missing))} entry; re-run the preprocess stage")
-    return manifest
+    return Manifest(data, Path(pre_dir))

@@ -20,6 +20,7 @@ import numpy as np
 from scipy import ndimage
 
 from pipeline.data.canonical import DATASET_JSON, build_dataset_json, dumps, image_relpath, label_relpath
+from pipeline.errors import InputError
 
 LABELS = ["background", "round", "angular"]
 DEFAULTS = {2: {"cases": 40, "size": (96, 96)}, 3: {"cases": 20, "size": (40, 40, 40)}}
@@ -62,7 +63,7 @@ def _shape_mask(kind: str, grid: list[np.ndarray], centre: np.ndarray, r: float,
             (np.abs(w) <= r) & (np.abs(u) <= t) & (np.abs(v) <= t),
         ]
         return bars[0] | bars[1] | bars[2]
-    raise ValueError(kind)
+    raise InputError(kind)
 
 
 def _place_objects(rng: np.random.Generator, size: tuple[int, ...]) -> np.ndarray:
@@ -137,12 +138,12 @@ def synthesize(
     from pipeline.io import atomic_dir, write_image, write_text_atomic
 
     if dims not in DEFAULTS:
-        raise ValueError(f"dims must be 2 or 3, got {dims}")
+        raise InputError(f"dims must be 2 or 3, got {dims}")
     n = DEFAULTS[dims]["cases"] if cases is None else cases
     if n < 1:
-        raise ValueError(f"cases must be >= 1, got {n}")
+        raise InputError(f"cases must be >= 1, got {n}")
     if size is not None and (len(size) != dims or any(int(s) < 16 for s in size)):
-        raise ValueError(f"size must have {dims} entries, each >= 16, got {size}")
+        raise InputError(f"size must have {dims} entries, each >= 16, got {size}")
     out = Path(out_dir)
     ids = [f"synth_{i:03d}" for i in range(n)]
     affine = np.eye(dims + 1)  # 1 mm (or px) isotropic, RAS-aligned, origin 0

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from monai.transforms import Compose, MapTransform
 
+from pipeline.errors import InputError
+
 if TYPE_CHECKING:
     from pipeline.config import Config
 
@@ -36,7 +38,7 @@ def preprocessing_spec(cfg: Config, fingerprint: Mapping[str, Any]) -> dict[str,
     if p.normalization == "ct":
         fg = fingerprint["intensity"][0]["foreground"]
         if fg["mean"] is None:
-            raise ValueError(
+            raise InputError(
                 "normalization 'ct' needs foreground voxels to compute its statistics; the labels hold none"
             )
         lo, hi = p.ct_window if p.ct_window is not None else (fg["p00_5"], fg["p99_5"])
@@ -86,7 +88,7 @@ def preprocessing_transforms(spec: Mapping[str, Any], keys: Sequence[str] = ("im
 
     keys = list(keys)
     if "image" not in keys:
-        raise ValueError(f"preprocessing_transforms needs the 'image' key, got {keys}")
+        raise InputError(f"preprocessing_transforms needs the 'image' key, got {keys}")
     label_keys = [k for k in keys if k != "image"]
     chain: list[Any] = [
         LoadImaged(keys=keys, reader=SimpleITKReader(), image_only=True),
@@ -110,7 +112,7 @@ def preprocessing_transforms(spec: Mapping[str, Any], keys: Sequence[str] = ("im
         chain.append(ScaleIntensityRanged(keys="image", a_min=lo, a_max=hi, b_min=lo, b_max=hi, clip=True))
         chain.append(NormalizeIntensityd(keys="image", subtrahend=norm["mean"], divisor=norm["std"]))
     elif norm["scheme"] != "none":
-        raise ValueError(f"unknown normalization scheme {norm['scheme']!r}; use zscore, ct or none")
+        raise InputError(f"unknown normalization scheme {norm['scheme']!r}; use zscore, ct or none")
     return Compose(chain)
 
 

@@ -15,6 +15,8 @@ import math
 import numpy as np
 from scipy import ndimage
 
+from pipeline.errors import InputError
+
 
 def class_weights(label: np.ndarray, n_classes: int | None = None) -> np.ndarray:
     """w_c per class: N / (K * n_k) over the classes present (their voxel-weighted mean is 1);
@@ -56,7 +58,7 @@ def border_weight_map(
     """
     label = np.asarray(label)
     if label.ndim not in (2, 3):
-        raise ValueError(f"border_weight_map expects a 2D or 3D label array, got shape {label.shape}")
+        raise InputError(f"border_weight_map expects a 2D or 3D label array, got shape {label.shape}")
     lab = label.astype(np.int64)
     wc = class_weights(lab, n_classes)
     weights = wc[lab]

@@ -6,8 +6,6 @@ worst case), and logged to MLflow. matplotlib runs headless (Agg); files are wri
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -49,7 +47,23 @@ def pick_slice(label: np.ndarray | None, prediction: np.ndarray | None, depth: i
     return depth // 2
 
 
-def overlay_figure(
+def _slices(image: Any, label: Any, prediction: Any, spatial_dims: int | None, slice_index: int | None) -> tuple:
+    """(image, label, prediction) as 2D arrays (None stays None) and the slice shown ("" in 2D)."""
+    img = _array(image).astype(np.float32)
+    lab, pred = _array(label), _array(prediction)
+    if spatial_dims is None:
+        spatial_dims = img.ndim - 1 if img.ndim in (3, 4) else img.ndim
+    img = _spatial(img, spatial_dims)
+    lab = None if lab is None else _spatial(lab, spatial_dims)
+    pred = None if pred is None else _spatial(pred, spatial_dims)
+    if spatial_dims != 3:
+        return img, lab, pred, ""
+    z = pick_slice(lab, pred, img.shape[-1]) if slice_index is None else slice_index
+    return img[..., z], None if lab is None else lab[..., z], None if pred is None else pred[..., z], f" (slice {z})"
+
+
+def draw_overlay(
+    axes: Sequence[Any],
     image: Any,
     label: Any = None,
     prediction: Any = None,
@@ -58,60 +72,56 @@ def overlay_figure(
     title: str = "",
     slice_index: int | None = None,
     num_classes: int | None = None,
-) -> Any:
-    """A matplotlib Figure: image, image + ground truth, image + prediction, side by side.
+) -> None:
+    """Image, image + ground truth, image + prediction into a row of axes (one per panel shown).
 
     Arrays are (C, *spatial) or (*spatial); 3D volumes show one slice along the last axis
     (`slice_index`, default `pick_slice`). Class k > 0 gets colour k of 'tab10'.
     """
-    plt = _pyplot()
     from matplotlib.colors import ListedColormap
 
-    img = _array(image).astype(np.float32)
-    lab, pred = _array(label), _array(prediction)
-    if spatial_dims is None:
-        spatial_dims = img.ndim - 1 if img.ndim in (3, 4) else img.ndim
-    img = _spatial(img, spatial_dims)
-    lab = None if lab is None else _spatial(lab, spatial_dims)
-    pred = None if pred is None else _spatial(pred, spatial_dims)
-    if spatial_dims == 3:
-        z = pick_slice(lab, pred, img.shape[-1]) if slice_index is None else slice_index
-        img, lab, pred = img[..., z], None if lab is None else lab[..., z], None if pred is None else pred[..., z]
-        title = f"{title} (slice {z})".strip()
+    img, lab, pred, where = _slices(image, label, prediction, spatial_dims, slice_index)
     k = num_classes or int(max([1] + [int(m.max()) + 1 for m in (lab, pred) if m is not None and m.size]))
-    cmap = ListedColormap(plt.get_cmap("tab10").colors[: max(k, 2)])
-
+    cmap = ListedColormap(_pyplot().get_cmap("tab10").colors[: max(k, 2)])
     panels = [("image", None)] + [(n, m) for n, m in (("ground truth", lab), ("prediction", pred)) if m is not None]
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4), squeeze=False)
     lo, hi = np.percentile(img, [0.5, 99.5]) if img.size else (0, 1)
-    for ax, (name, mask) in zip(axes[0], panels):
+    for ax, (name, mask) in zip(axes, panels):
         ax.imshow(img.T, cmap="gray", vmin=lo, vmax=hi, origin="lower")  # x right, y up (RAS-like view)
         if mask is not None:
             shown = np.ma.masked_where(mask.T == 0, mask.T)
             ax.imshow(shown, cmap=cmap, vmin=0, vmax=max(k, 2) - 1, alpha=0.45, interpolation="nearest", origin="lower")
-        ax.set_title(name, fontsize=9)
+        ax.set_title(f"{title}{where}: {name}" if title and name == "image" else name, fontsize=9)
         ax.axis("off")
-    if title:
-        fig.suptitle(title, fontsize=10)
+
+
+def overlay_figure(image: Any, label: Any = None, prediction: Any = None, *, title: str = "", **kwargs: Any) -> Any:
+    """A matplotlib Figure: one `draw_overlay` row."""
+    n = 1 + (label is not None) + (prediction is not None)
+    fig, axes = _pyplot().subplots(1, n, figsize=(3.2 * n, 3.4), squeeze=False)
+    draw_overlay(axes[0], image, label, prediction, title=title, **kwargs)
+    fig.tight_layout()
+    return fig
+
+
+def overlay_grid(rows: Sequence[tuple[str, Any, Any, Any]], **kwargs: Any) -> Any:
+    """One Figure, one `draw_overlay` row per (title, image, label, prediction)."""
+    fig, axes = _pyplot().subplots(len(rows), 3, figsize=(9.6, 3.4 * len(rows)), squeeze=False)
+    for ax_row, (title, image, label, prediction) in zip(axes, rows):
+        draw_overlay(ax_row, image, label, prediction, title=title, **kwargs)
     fig.tight_layout()
     return fig
 
 
 def save_figure(fig: Any, path: str | Path, dpi: int = 100) -> Path:
-    """Write a figure as PNG atomically (temp file, then rename) and close it."""
-    plt = _pyplot()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
+    """Write a figure as PNG atomically and close it."""
+    from pipeline.io.atomic import atomic_write
+
     try:
-        fig.savefig(tmp, dpi=dpi, format="png")
-        os.replace(tmp, path)
+        with atomic_write(path) as tmp:
+            fig.savefig(tmp, dpi=dpi, format="png")
     finally:
-        plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+        _pyplot().close(fig)
+    return Path(path)
 
 
 def save_overlay(path: str | Path, image: Any, label: Any = None, prediction: Any = None, **kwargs: Any) -> Path:

@@ -14,12 +14,15 @@ HD95 is in physical units (mm) through the voxel spacing of the grid the masks l
 from __future__ import annotations
 
 import math
+import re
 import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
+
+from pipeline.errors import InputError
 
 METRICS = ("dice", "iou", "hd95")
 
@@ -28,11 +31,33 @@ def _as_labels(x: Any, name: str) -> torch.Tensor:
     t = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x.as_subclass(torch.Tensor))
     if t.is_floating_point():
         if not torch.equal(t, t.round()):
-            raise ValueError(f"{name} must hold integer class indices, got non-integer values")
+            raise InputError(f"{name} must hold integer class indices, got non-integer values")
     t = t.long()
     if t.dim() >= 3 and t.shape[0] == 1:
         t = t[0]
     return t
+
+
+def _one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    from monai.networks.utils import one_hot
+
+    return one_hot(labels[None, None], num_classes, dim=1)
+
+
+def _dice_iou(p1: torch.Tensor, y1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-class Dice and IoU of one-hot (1, K, *spatial) masks; a class absent from both scores 1."""
+    from monai.metrics import compute_dice, compute_iou
+
+    dice = compute_dice(p1, y1, include_background=True, ignore_empty=False)[0]
+    return dice, compute_iou(p1, y1, include_background=True, ignore_empty=False)[0]
+
+
+def dice_iou(prediction: Any, label: Any, num_classes: int) -> tuple[list[float], list[float]]:
+    """Per-class Dice and IoU (classes 0..K-1) of two index maps on one grid: what training
+    validation scores, the same numbers `case_metrics` gives."""
+    pred, lab = _as_labels(prediction, "prediction").cpu(), _as_labels(label, "label").cpu()
+    dice, iou = _dice_iou(_one_hot(pred, num_classes), _one_hot(lab, num_classes))
+    return [float(v) for v in dice], [float(v) for v in iou]
 
 
 def case_metrics(
@@ -48,25 +73,22 @@ def case_metrics(
     dice, iou, hd95 (NaN when exactly one of the two is empty), pred_voxels, label_voxels and
     diagonal_mm (the image diagonal, used as worst-case HD95 in summaries).
     """
-    from monai.metrics import compute_dice, compute_hausdorff_distance, compute_iou
-    from monai.networks.utils import one_hot
+    from monai.metrics import compute_hausdorff_distance
 
     pred = _as_labels(prediction, "prediction").cpu()
     lab = _as_labels(label, "label").cpu()
     if pred.shape != lab.shape:
-        raise ValueError(f"prediction shape {tuple(pred.shape)} differs from label shape {tuple(lab.shape)}")
+        raise InputError(f"prediction shape {tuple(pred.shape)} differs from label shape {tuple(lab.shape)}")
     for name, t in (("prediction", pred), ("label", lab)):
         if t.numel() and (int(t.min()) < 0 or int(t.max()) >= num_classes):
-            raise ValueError(f"{name} holds values {sorted(torch.unique(t).tolist())} outside 0..{num_classes - 1}")
+            raise InputError(f"{name} holds values {sorted(torch.unique(t).tolist())} outside 0..{num_classes - 1}")
     spacing = [1.0] * pred.dim() if spacing is None else [float(s) for s in spacing]
     if len(spacing) != pred.dim():
-        raise ValueError(f"spacing {spacing} has {len(spacing)} entries for a {pred.dim()}D mask")
+        raise InputError(f"spacing {spacing} has {len(spacing)} entries for a {pred.dim()}D mask")
     diagonal = math.sqrt(sum((n * s) ** 2 for n, s in zip(pred.shape, spacing)))
 
-    p1 = one_hot(pred[None, None], num_classes, dim=1)
-    y1 = one_hot(lab[None, None], num_classes, dim=1)
-    dice = compute_dice(p1, y1, include_background=True, ignore_empty=False)[0]
-    iou = compute_iou(p1, y1, include_background=True, ignore_empty=False)[0]
+    p1, y1 = _one_hot(pred, num_classes), _one_hot(lab, num_classes)
+    dice, iou = _dice_iou(p1, y1)
     p_vox = p1.sum(dim=tuple(range(2, p1.dim())))[0]
     y_vox = y1.sum(dim=tuple(range(2, y1.dim())))[0]
 
@@ -101,7 +123,7 @@ def case_metrics(
 def metric_records(case_id: str, rows: list[dict[str, float]], class_names: Sequence[str]) -> list[dict[str, Any]]:
     """Flat CSV rows (one per class) for one case: case, class, class_index and the metrics."""
     if len(rows) != len(class_names):
-        raise ValueError(f"{len(rows)} metric rows for {len(class_names)} class names {list(class_names)}")
+        raise InputError(f"{len(rows)} metric rows for {len(class_names)} class names {list(class_names)}")
     return [{"case": case_id, "class": n, "class_index": k, **r} for k, (n, r) in enumerate(zip(class_names, rows))]
 
 
@@ -118,8 +140,9 @@ def _summary_value(row: dict[str, Any], metric: str) -> float:
     return v
 
 
-def _key(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+def metric_key(name: str) -> str:
+    """A class name as a key part that MLflow, CSV headers and DVC all take (ASCII letters, digits, _.-)."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
 
 
 def summarize(records: list[dict[str, Any]], class_names: Sequence[str]) -> dict[str, float]:
@@ -141,14 +164,14 @@ def summarize(records: list[dict[str, Any]], class_names: Sequence[str]) -> dict
     for metric in METRICS:
         for k in fg:
             vals = [_summary_value(rows[k], metric) for rows in cases.values()]
-            out[f"{metric}_mean_{_key(class_names[k])}"] = float(np.mean(vals))
-            out[f"{metric}_median_{_key(class_names[k])}"] = float(np.median(vals))
+            out[f"{metric}_mean_{metric_key(class_names[k])}"] = float(np.mean(vals))
+            out[f"{metric}_median_{metric_key(class_names[k])}"] = float(np.median(vals))
         if fg:
             per_case = [foreground_mean(rows, metric) for rows in cases.values()]
             out[f"{metric}_mean_foreground"] = float(np.mean(per_case))
             out[f"{metric}_median_foreground"] = float(np.median(per_case))
     for k in fg:
-        out[f"hd95_undefined_{_key(class_names[k])}"] = float(
+        out[f"hd95_undefined_{metric_key(class_names[k])}"] = float(
             sum(math.isnan(float(rows[k]["hd95"])) for rows in cases.values())
         )
     return out

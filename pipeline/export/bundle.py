@@ -11,15 +11,49 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from pipeline.errors import InputError
 from pipeline.export.schema import SCHEMA_URL
 from pipeline.export.to_onnx import INPUT_NAME, OUTPUT_NAME, legal_size_expression, size_rule
 from pipeline.model import legal_input_size, margin, output_size
 
+BUNDLE_README = """# {name} (unet-pipeline export, version {version})
+
+{description}
+
+Files: `model.onnx` (ONNX opset {opset}, input `image`, output `logits`, dynamic batch and spatial
+axes), `model.ts` (TorchScript, same I/O), `models/model.ts` (the bundle's copy),
+`configs/metadata.json` (shapes, preprocessing, labels, legal sizes, SHA-256 of each model file),
+`configs/inference.json` (MONAI bundle config).
+
+Segment an image (NIfTI, NRRD, MHA, DICOM folder, PNG, TIFF) with only this folder:
+
+    unet-pipeline predict --model model.onnx IMAGE -o mask.nii.gz
+
+Or through MONAI (NIfTI in, NIfTI mask out, written to OUT/<name>_seg.nii.gz):
+
+    python -m monai.bundle run --config_file configs/inference.json --meta_file configs/metadata.json \\
+        --bundle_root . --input_image IMAGE --output_dir OUT
+
+Both need the `unet-pipeline` package installed (preprocessing{inferer_note}).
+"""
+
 FORMAT_VERSION = 1
+FIXED_FIELDS = {  # metadata.json fields that are the same for every export
+    "authors": "unet-pipeline",
+    "copyright": "Copyright (c) the unet-pipeline authors",
+    "data_type": "nibabel",
+    "intended_use": "Research only; not for clinical diagnosis.",
+    "references": [
+        "Ronneberger O, Fischer P, Brox T. U-Net: Convolutional Networks for Biomedical Image Segmentation. MICCAI "
+        "2015.",
+        "Cicek O et al. 3D U-Net: Learning Dense Volumetric Segmentation from Sparse Annotation. MICCAI 2016.",
+    ],
+}
 METADATA = "configs/metadata.json"
 INFERENCE = "configs/inference.json"
 BUNDLE_TS = "models/model.ts"
@@ -78,6 +112,87 @@ def _intensity_text(norm: Mapping[str, Any] | None) -> str:
     return ", ".join(parts)
 
 
+def _description(model_args: Mapping[str, Any], labels_text: str) -> str:
+    dims, depth, padding = int(model_args["spatial_dims"]), len(model_args["features"]) - 1, str(model_args["padding"])
+    in_ch, out_ch = int(model_args["in_channels"]), int(model_args["out_channels"])
+    step, offset, smallest = size_rule(depth, padding)
+    if padding == "valid":
+        sizes = (
+            f"Valid padding: the output is {margin(depth)} voxels smaller per side than the input; legal input "
+            f"sizes are {step}*k + {offset} (>= {smallest}); whole images use overlap-tile inference."
+        )
+    else:
+        sizes = f"Same padding: legal input sizes are multiples of {step}; whole images use sliding windows."
+    return (
+        f"U-Net (Ronneberger et al. 2015; features {list(model_args['features'])}, {padding} padding) trained by "
+        f"unet-pipeline. Input: {in_ch}-channel {dims}D image, preprocessed as recorded under "
+        f"unet_pipeline.preprocessing; output: {out_ch}-channel logits ({labels_text}). {sizes}"
+    )
+
+
+def _network_data_format(
+    model_args: Mapping[str, Any], labels: Sequence[str], channel_names: Sequence[str], modality: str
+) -> dict[str, Any]:
+    """MONAI's `network_data_format`: the model's input and output, channel by channel."""
+    dims, depth, padding = int(model_args["spatial_dims"]), len(model_args["features"]) - 1, str(model_args["padding"])
+    in_shape, out_shape = _io_shapes(dims, depth, padding)
+    common = {"type": "image", "dtype": "float32", "value_range": [], "is_patch_data": True}
+    image = {"format": "hounsfield" if modality == "ct" else "magnitude", "modality": modality.upper()}
+    return {
+        "inputs": {
+            INPUT_NAME: {
+                **common,
+                **image,
+                "num_channels": int(model_args["in_channels"]),
+                "spatial_shape": in_shape,
+                "channel_def": {str(i): n for i, n in enumerate(channel_names)},
+            },
+        },
+        "outputs": {
+            "pred": {
+                **common,
+                "format": "segmentation",
+                "num_channels": int(model_args["out_channels"]),
+                "spatial_shape": out_shape,
+                "channel_def": {str(i): n for i, n in enumerate(labels)},
+            },
+        },
+    }
+
+
+def _pipeline_section(model_args: Mapping[str, Any], inference: Mapping[str, Any], **recorded: Any) -> dict[str, Any]:
+    """What this package's predictor reads back: sizes, tiles, settings, hashes and the `recorded` rest."""
+    depth, padding = len(model_args["features"]) - 1, str(model_args["padding"])
+    step, offset, smallest = size_rule(depth, padding)
+    input_tile = list(legal_input_size([int(t) for t in inference["tile_size"]], depth, padding))
+    preprocessing, files = recorded.pop("preprocessing"), recorded.pop("model_files")
+    norm = preprocessing.get("normalization")
+    return {
+        "format_version": FORMAT_VERSION,
+        "model_args": dict(model_args),
+        "preprocessing": dict(preprocessing),
+        "orientation": preprocessing.get("orientation"),
+        "spacing": preprocessing.get("spacing"),
+        "intensity_normalization": dict(norm) if norm else None,
+        "inference": dict(inference),
+        "padding": padding,
+        "depth": depth,
+        "margin": margin(depth, padding),
+        "legal_input_size": {
+            "rule": f"{step}*k + {offset}" if offset else f"{step}*k",
+            "step": step,
+            "offset": offset,
+            "smallest": smallest,
+            "bundle_expression": legal_size_expression(depth, padding),
+        },
+        "input_tile": input_tile,
+        "output_tile": list(output_size(input_tile, depth, padding)),
+        "onnx": {"input": INPUT_NAME, "output": OUTPUT_NAME, "opset": recorded.pop("opset")},
+        "models": {rel: {"sha256": sha256_file(p), "bytes": Path(p).stat().st_size} for rel, p in files.items()},
+        **recorded,
+    }
+
+
 def build_metadata(
     *,
     name: str,
@@ -95,171 +210,73 @@ def build_metadata(
     provenance: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """metadata.json for a bundle; `model_files` maps bundle-relative names to files to hash."""
-    dims = int(model_args["spatial_dims"])
-    depth = len(model_args["features"]) - 1
-    padding = str(model_args["padding"])
-    in_ch, out_ch = int(model_args["in_channels"]), int(model_args["out_channels"])
+    dims, in_ch, out_ch = (
+        int(model_args["spatial_dims"]),
+        int(model_args["in_channels"]),
+        int(model_args["out_channels"]),
+    )
     if len(labels) != out_ch:
-        raise ValueError(f"{len(labels)} label names {list(labels)} for a network with {out_ch} output channels")
+        raise InputError(f"{len(labels)} label names {list(labels)} for a network with {out_ch} output channels")
     channel_names = list(channel_names or [modality.upper()] * in_ch)
-    step, offset, smallest = size_rule(depth, padding)
-    tile = [int(t) for t in inference["tile_size"]]
-    input_tile = list(legal_input_size(tile, depth, padding))
-    output_tile = list(output_size(input_tile, depth, padding))
-    in_shape, out_shape = _io_shapes(dims, depth, padding)
     v = _versions()
     labels_text = ", ".join(f"{i}: {n}" for i, n in enumerate(labels))
-    norm = preprocessing.get("normalization")
+    packages = _package_versions(["unet-pipeline", "nibabel", "SimpleITK", "onnx", "onnxruntime"])
     return {
         "schema": SCHEMA_URL,
         "version": version,
         "changelog": {version: "exported by unet-pipeline"},
-        "monai_version": v["monai"],
-        "pytorch_version": v["torch"],
-        "numpy_version": v["numpy"],
-        "required_packages_version": _package_versions(
-            ["unet-pipeline", "nibabel", "SimpleITK", "onnx", "onnxruntime"]
-        ),
+        **{f"{k}_version": v[m] for k, m in (("monai", "monai"), ("pytorch", "torch"), ("numpy", "numpy"))},
+        "required_packages_version": packages,
         "name": name,
         "task": f"{dims}D semantic segmentation ({len(labels) - 1} foreground classes) with a U-Net",
-        "description": (
-            f"U-Net (Ronneberger et al. 2015; features {list(model_args['features'])}, {padding} padding) trained by "
-            f"unet-pipeline. Input: {in_ch}-channel {dims}D image, preprocessed as recorded under "
-            f"unet_pipeline.preprocessing; output: {out_ch}-channel logits ({labels_text}). "
-            + (
-                f"Valid padding: the output is {margin(depth)} voxels smaller per side than the input; legal input "
-                f"sizes are {step}*k + {offset} (>= {smallest}); whole images use overlap-tile inference."
-                if padding == "valid"
-                else f"Same padding: legal input sizes are multiples of {step}; whole images use sliding windows."
-            )
-        ),
-        "authors": "unet-pipeline",
-        "copyright": "Copyright (c) the unet-pipeline authors",
+        "description": _description(model_args, labels_text),
+        **FIXED_FIELDS,
         "data_source": str((provenance or {}).get("data_source", "see the training run")),
-        "data_type": "nibabel",
-        "image_classes": f"{in_ch}-channel image ({', '.join(channel_names)}), {_intensity_text(norm)}",
+        "image_classes": f"{in_ch}-channel image ({', '.join(channel_names)}), "
+        f"{_intensity_text(preprocessing.get('normalization'))}",
         "label_classes": labels_text,
         "pred_classes": labels_text,
         "eval_metrics": dict(eval_metrics or {}),
-        "intended_use": "Research only; not for clinical diagnosis.",
-        "references": [
-            "Ronneberger O, Fischer P, Brox T. U-Net: Convolutional Networks for Biomedical Image Segmentation. MICCAI 2015.",
-            "Cicek O et al. 3D U-Net: Learning Dense Volumetric Segmentation from Sparse Annotation. MICCAI 2016.",
-        ],
-        "network_data_format": {
-            "inputs": {
-                INPUT_NAME: {
-                    "type": "image",
-                    "format": "hounsfield" if modality == "ct" else "magnitude",
-                    "modality": modality.upper(),
-                    "num_channels": in_ch,
-                    "spatial_shape": in_shape,
-                    "dtype": "float32",
-                    "value_range": [],
-                    "is_patch_data": True,
-                    "channel_def": {str(i): n for i, n in enumerate(channel_names)},
-                }
-            },
-            "outputs": {
-                "pred": {
-                    "type": "image",
-                    "format": "segmentation",
-                    "num_channels": out_ch,
-                    "spatial_shape": out_shape,
-                    "dtype": "float32",
-                    "value_range": [],
-                    "is_patch_data": True,
-                    "channel_def": {str(i): n for i, n in enumerate(labels)},
-                }
-            },
-        },
-        "unet_pipeline": {
-            "format_version": FORMAT_VERSION,
-            "model_args": dict(model_args),
-            "labels": list(labels),
-            "channel_names": channel_names,
-            "modality": modality,
-            "preprocessing": dict(preprocessing),
-            "orientation": preprocessing.get("orientation"),
-            "spacing": preprocessing.get("spacing"),
-            "intensity_normalization": dict(norm) if norm else None,
-            "inference": dict(inference),
-            "padding": padding,
-            "depth": depth,
-            "margin": margin(depth, padding),
-            "legal_input_size": {
-                "rule": f"{step}*k + {offset}" if offset else f"{step}*k",
-                "step": step,
-                "offset": offset,
-                "smallest": smallest,
-                "bundle_expression": legal_size_expression(depth, padding),
-            },
-            "input_tile": input_tile,
-            "output_tile": output_tile,
-            "onnx": {"input": INPUT_NAME, "output": OUTPUT_NAME, "opset": opset},
-            "models": {
-                rel: {"sha256": sha256_file(p), "bytes": Path(p).stat().st_size} for rel, p in model_files.items()
-            },
-            "verification": dict(verification or {}),
-            "provenance": dict(provenance or {}),
-        },
+        "network_data_format": _network_data_format(model_args, labels, channel_names, modality),
+        "unet_pipeline": _pipeline_section(
+            model_args,
+            inference,
+            labels=list(labels),
+            channel_names=channel_names,
+            modality=modality,
+            preprocessing=preprocessing,
+            model_files=model_files,
+            opset=opset,
+            verification=dict(verification or {}),
+            provenance=dict(provenance or {}),
+        ),
     }
 
 
-def inference_config(meta: Mapping[str, Any]) -> dict[str, Any]:
-    """A MONAI bundle config (inference.json) equivalent to the standalone predictor.
+def _inferer(settings: Mapping[str, Any], depth: int, padding: str) -> dict[str, Any]:
+    """MONAI's own sliding window for a 'same' net without TTA; else the pipeline's inferer."""
+    if padding == "same" and not settings.get("tta"):
+        # the window pipeline.inference uses on an image at least as large as the tile (a smaller
+        # image: pipeline.inference shrinks the window, MONAI pads)
+        from pipeline.inference.windows import window_size
 
-    Run it with `python -m monai.bundle run --config_file configs/inference.json --meta_file
-    configs/metadata.json --bundle_root <bundle> --input_image <image.nii.gz> [--output_dir DIR]`.
-    """
-    up = meta["unet_pipeline"]
-    s = up["inference"]
-    depth, padding = int(up["depth"]), up["padding"]
-    labels = up["labels"]
-    keep_largest = bool(s.get("keep_largest"))
-    tta = bool(s.get("tta"))
-    if padding == "same" and not tta:
-        # MONAI's own sliding window, with the window pipeline.inference uses on an image at least as
-        # large as the tile (a smaller image: pipeline.inference shrinks the window, MONAI pads)
-        from pipeline.inference.sliding_window import window_size
-
-        roi = list(window_size(s["tile_size"], s["tile_size"], depth))
-        inferer: dict[str, Any] = {
+        return {
             "_target_": "SlidingWindowInferer",
-            "roi_size": roi,
-            "sw_batch_size": int(s["batch_size"]),
-            "overlap": float(s["overlap"]),
-            "mode": s["blend"],
+            "roi_size": list(window_size(settings["tile_size"], settings["tile_size"], depth)),
+            "sw_batch_size": int(settings["batch_size"]),
+            "overlap": float(settings["overlap"]),
+            "mode": settings["blend"],
             "padding_mode": "constant",
             "cval": 0.0,
         }
-        returns_probabilities = False
-    elif padding == "valid":
-        inferer = {
-            "_target_": "pipeline.export.inferer.OverlapTileInferer",
-            "depth": depth,
-            "tile_size": list(s["tile_size"]),
-            "batch_size": int(s["batch_size"]),
-            "tta": tta,
-            "tta_axes": s.get("tta_axes"),
-        }
-        returns_probabilities = tta
-    else:
-        inferer = {
-            "_target_": "pipeline.export.inferer.UNetInferer",
-            "padding": padding,
-            "depth": depth,
-            "tile_size": list(s["tile_size"]),
-            "overlap": float(s["overlap"]),
-            "blend": s["blend"],
-            "batch_size": int(s["batch_size"]),
-            "tta": tta,
-            "tta_axes": s.get("tta_axes"),
-        }
-        returns_probabilities = True
-    # as pipeline.inference.predict.predict_case: probabilities are taken back to the source grid
-    # (linear interpolation), then argmax, then the optional largest-component clean-up
-    post: list[Any] = []
+    # overlap-tile, or TTA: the pipeline's own inference, which returns probabilities
+    return {"_target_": "pipeline.export.inferer.UNetInferer", "settings": dict(settings)}
+
+
+def _postprocessing(returns_probabilities: bool, keep_largest: bool, num_classes: int) -> list[dict[str, Any]]:
+    """As pipeline.inference.case.predict_case: probabilities back to the source grid (linear
+    interpolation), then argmax, then the optional largest-component clean-up, then the file."""
+    post: list[dict[str, Any]] = []
     if not returns_probabilities:
         post.append({"_target_": "Activationsd", "keys": "pred", "softmax": True})
     post += [
@@ -273,12 +290,12 @@ def inference_config(meta: Mapping[str, Any]) -> dict[str, Any]:
         },
         {"_target_": "AsDiscreted", "keys": "pred", "argmax": True, "dtype": "$torch.uint8"},
     ]
-    if keep_largest and len(labels) > 1:
+    if keep_largest and num_classes > 1:
         post.append(
             {
                 "_target_": "KeepLargestConnectedComponentd",
                 "keys": "pred",
-                "applied_labels": list(range(1, len(labels))),
+                "applied_labels": list(range(1, num_classes)),
                 "is_onehot": False,
                 "independent": True,
             }
@@ -296,12 +313,27 @@ def inference_config(meta: Mapping[str, Any]) -> dict[str, Any]:
             "print_log": False,
         }
     )
+    return post
+
+
+def inference_config(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """A MONAI bundle config (inference.json) equivalent to the standalone predictor.
+
+    Run it with `python -m monai.bundle run --config_file configs/inference.json --meta_file
+    configs/metadata.json --bundle_root <bundle> --input_image <image.nii.gz> [--output_dir DIR]`.
+    """
+    up = meta["unet_pipeline"]
+    s = up["inference"]
+    inferer = _inferer(s, int(up["depth"]), up["padding"])
+    post = _postprocessing(
+        inferer["_target_"] != "SlidingWindowInferer", bool(s.get("keep_largest")), len(up["labels"])
+    )
     return {
         # MONAI binds `import a.b` under the name "a.b", which an expression cannot use: import the names
         "imports": [
             "$import numpy",
             "$import torch",
-            "$from pipeline.inference.predict import preprocessing_chain",
+            "$from pipeline.inference.case import preprocessing_chain",
             "$from pipeline.export.bundle_run import infer_all",
         ],
         "bundle_root": ".",
@@ -353,3 +385,115 @@ def verify_bundle(bundle_dir: str | Path) -> None:
             bundle_root=str(bundle_dir),
             n=2,
         )
+
+
+def _channel_names(cfg: Any, in_channels: int) -> list[str]:
+    ds = Path(cfg.data.root) / "dataset.json"
+    try:
+        names = json.loads(ds.read_text()).get("channel_names") or {}
+        out = [str(names[str(i)]) for i in range(in_channels)]
+        return out
+    except (OSError, ValueError, KeyError, AttributeError):
+        return [cfg.data.modality.upper()] * in_channels
+
+
+def _eval_metrics(cfg: Any) -> dict[str, Any]:
+    path = Path(cfg.evaluate.reports_dir) / "metrics.json"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: v for k, v in data.items() if isinstance(v, (int, float))} if isinstance(data, dict) else {}
+
+
+def _write_models(out: Path, net: Any, model_args: dict[str, Any], opset: int) -> dict[str, Path]:
+    """model.ts, its bundle copy and model.onnx (with its weights file, when dynamo wrote one)."""
+    from pipeline.export.to_onnx import export_onnx
+    from pipeline.export.torchscript import export_torchscript
+
+    dims, in_ch = int(model_args["spatial_dims"]), int(model_args["in_channels"])
+    depth, padding = len(model_args["features"]) - 1, str(model_args["padding"])
+    ts_path = export_torchscript(net, out / "model.ts")
+    (out / BUNDLE_TS).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(ts_path, out / BUNDLE_TS)
+    onnx_path = export_onnx(net, out / "model.onnx", dims, in_ch, depth, padding, opset=opset)
+    files = {"model.onnx": onnx_path, "model.ts": ts_path, BUNDLE_TS: out / BUNDLE_TS}
+    if (out / "model.onnx.data").is_file():
+        files["model.onnx.data"] = out / "model.onnx.data"
+    return files
+
+
+def held_out_image(manifest: Any, model_args: dict[str, Any]) -> tuple[str, Any]:
+    """(id, preprocessed image) of the case the export is verified on, checked to fit the model."""
+    import numpy as np
+
+    case_id = manifest.held_out_case()
+    image = np.load(manifest.path(case_id, "image"))
+    dims, in_ch = int(model_args["spatial_dims"]), int(model_args["in_channels"])
+    if image.shape[0] != in_ch or image.ndim - 1 != dims:
+        raise InputError(
+            f"held-out case {case_id}: image shape {tuple(image.shape)} does not fit a {dims}D {in_ch}-channel model"
+        )
+    return case_id, image
+
+
+def build_bundle(
+    out: Path, net: Any, ckpt: dict[str, Any], manifest: Any, cfg: Any, checkpoint: Path
+) -> dict[str, Any]:
+    """Export, verify and lay out the bundle in `out` (an empty dir); returns the metadata."""
+    from pipeline.export.verify import verification_sizes, verify_exports
+    from pipeline.inference import InferenceSettings
+
+    model_args = dict(ckpt["model_args"])
+    depth, padding = len(model_args["features"]) - 1, str(model_args["padding"])
+    settings = InferenceSettings.from_config(cfg, model_args)
+    case_id, image = held_out_image(manifest, model_args)
+    files = _write_models(out, net, model_args, cfg.export.opset)
+    sizes = verification_sizes(legal_input_size(settings.tile_size, depth, padding), depth, padding)
+    report = verify_exports(net, image, sizes, cfg.export.tolerance, files["model.onnx"], files["model.ts"])
+    report["case"] = case_id
+    provenance = {
+        "checkpoint": str(checkpoint),
+        "epoch": ckpt.get("epoch"),
+        "best_metric": ckpt.get("best_metric"),
+        "data_source": str(cfg.data.root),
+        "verified_on_case": case_id,
+    }
+    meta = build_metadata(
+        name=cfg.name,
+        version=cfg.export.version,
+        model_args=model_args,
+        labels=manifest.labels,
+        preprocessing=manifest["preprocessing"],
+        inference=settings.to_dict(),
+        model_files=files,
+        channel_names=_channel_names(cfg, int(model_args["in_channels"])),
+        modality=cfg.data.modality,
+        opset=cfg.export.opset,
+        verification=report,
+        eval_metrics=_eval_metrics(cfg),
+        provenance=provenance,
+    )
+    write_json(out / METADATA, meta)
+    write_json(out / INFERENCE, inference_config(meta))
+    note = "; the overlap-tile inferer" if padding == "valid" else ""
+    readme = BUNDLE_README.format(
+        name=cfg.name,
+        version=cfg.export.version,
+        description=meta["description"],
+        opset=cfg.export.opset,
+        inferer_note=note,
+    )
+    (out / "docs").mkdir(exist_ok=True)
+    (out / "docs" / "README.md").write_text(readme)
+    verify_bundle(out)
+    return meta
+
+
+def mlflow_example(manifest: Any, model_args: dict[str, Any], settings: Any) -> Any:
+    """A small legal crop of the held-out image (1, C, *spatial): the input example MLflow stores."""
+    from pipeline.export.verify import fit_to_size
+
+    depth, padding = len(model_args["features"]) - 1, str(model_args["padding"])
+    size = legal_input_size([min(t, 2**depth * 4) for t in settings.tile_size], depth, padding)
+    return fit_to_size(held_out_image(manifest, model_args)[1], size)[None]

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pipeline.errors import InputError, MissingInputError
 from pipeline.export.torchscript import load_torchscript
 
 
@@ -71,9 +72,9 @@ def load_net(path: str | Path, device: str = "cpu") -> OnnxNet | TorchScriptNet:
     """Pick the runtime by file suffix: .onnx -> ONNX Runtime, .ts/.pt -> TorchScript."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"model file {path} does not exist")
+        raise MissingInputError(f"model file {path} does not exist")
     if path.suffix == ".onnx":
         return OnnxNet(path, device)
     if path.suffix in (".ts", ".pt", ".pth"):
         return TorchScriptNet(path, device)
-    raise ValueError(f"model file {path}: unknown format {path.suffix!r}; expected .onnx or .ts")
+    raise InputError(f"model file {path}: unknown format {path.suffix!r}; expected .onnx or .ts")

@@ -12,10 +12,11 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.errors import PipelineError
 from pipeline.export.to_onnx import check_onnx, size_rule
 
 
-class ExportVerificationError(RuntimeError):
+class ExportVerificationError(PipelineError, RuntimeError):
     """An exported model disagrees with the eager network (or is not valid ONNX)."""
 
 

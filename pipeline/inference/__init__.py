@@ -3,24 +3,26 @@
 `overlap_tile` (valid padding, the paper's Fig. 2) and `sliding_window` (same padding, MONAI) turn
 a net that sees patches into a whole-image predictor; `predict_logits` / `predict_probabilities`
 dispatch on the padding mode (with optional flip TTA); `keep_largest` cleans up the label map.
-`pipeline.inference.predict.predict_case` goes from a raw image file to a mask in source geometry.
+`pipeline.inference.case.predict_case` goes from a raw image file to a mask in source geometry.
+Every entry point takes an `InferenceSettings` whole.
 """
 
-from pipeline.inference.api import flip_axes_combinations, keep_largest, predict_logits, predict_probabilities
-from pipeline.inference.overlap_tile import TilePlan, mirror_pad, overlap_tile, plan_tiles
-from pipeline.inference.settings import InferenceSettings
-from pipeline.inference.sliding_window import sliding_window, window_size
+from pipeline._lazy import lazy_getattr
 
-__all__ = [
-    "InferenceSettings",
-    "TilePlan",
-    "flip_axes_combinations",
-    "keep_largest",
-    "mirror_pad",
-    "overlap_tile",
-    "plan_tiles",
-    "predict_logits",
-    "predict_probabilities",
-    "sliding_window",
-    "window_size",
-]
+_EXPORTS = {
+    "InferenceSettings": "pipeline.inference.settings",
+    "Net": "pipeline.inference.tiles",
+    "TilePlan": "pipeline.inference.tiles",
+    "flip_axes_combinations": "pipeline.inference.whole_image",
+    "keep_largest": "pipeline.inference.whole_image",
+    "mirror_pad": "pipeline.inference.tiles",
+    "overlap_tile": "pipeline.inference.tiles",
+    "plan_tiles": "pipeline.inference.tiles",
+    "predict_logits": "pipeline.inference.whole_image",
+    "predict_probabilities": "pipeline.inference.whole_image",
+    "sliding_window": "pipeline.inference.windows",
+    "window_size": "pipeline.inference.windows",
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

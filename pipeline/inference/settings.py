@@ -6,8 +6,10 @@ predictor stores it next to the model and rebuilds it with `from_dict`, so both 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, fields
 from typing import Any
+
+from pipeline.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -21,15 +23,14 @@ class InferenceSettings:
     tta: bool = False  # flip test-time augmentation
     tta_axes: tuple[int, ...] | None = None  # the axes TTA mirrors (training's flip axes); None = all
     keep_largest: bool = False  # keep the largest connected component per foreground class
-    extra: dict[str, Any] = field(default_factory=dict)  # free-form notes carried along (not used here)
 
     def __post_init__(self) -> None:
         if self.padding not in ("valid", "same"):
-            raise ValueError(f"padding must be 'valid' or 'same', got {self.padding!r}")
+            raise InputError(f"padding must be 'valid' or 'same', got {self.padding!r}")
         if self.blend not in ("gaussian", "constant"):
-            raise ValueError(f"blend must be 'gaussian' or 'constant', got {self.blend!r}")
+            raise InputError(f"blend must be 'gaussian' or 'constant', got {self.blend!r}")
         if self.batch_size < 1 or self.depth < 1 or not self.tile_size or min(self.tile_size) < 1:
-            raise ValueError(f"invalid inference settings: {self}")
+            raise InputError(f"invalid inference settings: {self}")
         object.__setattr__(self, "tile_size", tuple(int(t) for t in self.tile_size))
         if self.tta_axes is not None:
             object.__setattr__(self, "tta_axes", tuple(int(a) for a in self.tta_axes))
@@ -60,4 +61,6 @@ class InferenceSettings:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> InferenceSettings:
-        return cls(**{**d, "tile_size": tuple(d["tile_size"])})  # __post_init__ makes tta_axes a tuple
+        """From `to_dict` output (an exported metadata.json); keys this version does not know are ignored."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})  # __post_init__ makes the sizes tuples

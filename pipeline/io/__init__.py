@@ -5,8 +5,7 @@ Names resolve lazily so `from pipeline.io import atomic_dir` does not import MON
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from pipeline._lazy import lazy_getattr
 
 _EXPORTS = {
     "read_image": "pipeline.io.readers",
@@ -22,16 +21,12 @@ _EXPORTS = {
     "atomic_dir": "pipeline.io.atomic",
     "atomic_write": "pipeline.io.atomic",
     "write_text_atomic": "pipeline.io.atomic",
+    "csv_text": "pipeline.io.tables",
+    "write_csv": "pipeline.io.tables",
     "Geometry": "pipeline.io.geometry",
     "geometry_from_ras_affine": "pipeline.io.geometry",
     "spacing_from_affine": "pipeline.io.geometry",
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'pipeline.io' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.errors import InputError
+
 
 def _flip(ndim: int) -> np.ndarray:
     """The diagonal LPS<->RAS flip for an (ndim+1)x(ndim+1) affine (self-inverse)."""
@@ -58,7 +60,7 @@ def geometry_from_ras_affine(affine: np.ndarray) -> Geometry:
     m = lps[:d, :d]
     spacing = np.linalg.norm(m, axis=0)
     if np.any(spacing <= 0):
-        raise ValueError(f"affine has a zero-length axis: {affine.tolist()}")
+        raise InputError(f"affine has a zero-length axis: {affine.tolist()}")
     return Geometry(
         spacing=tuple(float(s) for s in spacing),
         origin=tuple(float(o) for o in lps[:d, d]),

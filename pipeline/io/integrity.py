@@ -14,8 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.errors import PipelineError
 
-class ImageReadError(RuntimeError):
+
+class ImageReadError(PipelineError, RuntimeError):
     """A file or DICOM folder that cannot be read as an image; the message names the path."""
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
+from pipeline.errors import InputError
 from pipeline.io.atomic import atomic_write
 from pipeline.io.geometry import apply_geometry, geometry_from_ras_affine
 from pipeline.io.integrity import full_suffix
@@ -34,7 +35,7 @@ def _to_numpy(x: Any) -> np.ndarray:
 
 def _affine_of(ref: Any) -> np.ndarray:
     if ref is None:
-        raise ValueError("write_image needs an affine: pass a MetaTensor, a meta dict with 'affine', or an array")
+        raise InputError("write_image needs an affine: pass a MetaTensor, a meta dict with 'affine', or an array")
     if hasattr(ref, "affine"):
         ref = ref.affine
     elif isinstance(ref, dict):
@@ -45,10 +46,10 @@ def _affine_of(ref: Any) -> np.ndarray:
 def _integer_image(arr: np.ndarray, path: Path) -> np.ndarray:
     if arr.dtype.kind == "f":
         if not np.all(np.isfinite(arr)) or not np.array_equal(arr, np.round(arr)):
-            raise ValueError(f"{path}: PNG/TIFF output stores integers only; got non-integer {arr.dtype} values")
+            raise InputError(f"{path}: PNG/TIFF output stores integers only; got non-integer {arr.dtype} values")
     lo, hi = (arr.min(), arr.max()) if arr.size else (0, 0)
     if lo < 0 or hi > 65535:
-        raise ValueError(f"{path}: PNG/TIFF output stores 0..65535; values span {lo}..{hi}")
+        raise InputError(f"{path}: PNG/TIFF output stores 0..65535; values span {lo}..{hi}")
     return arr.astype(np.uint8 if hi <= 255 else np.uint16)
 
 
@@ -69,7 +70,7 @@ def to_sitk(array: Any, affine: Any) -> sitk.Image:
         if arr.shape[0] == 1:
             arr = arr[0]
     elif arr.ndim != d:
-        raise ValueError(f"array of shape {arr.shape} does not fit a {d}D affine (expected {d} or {d + 1} dims)")
+        raise InputError(f"array of shape {arr.shape} does not fit a {d}D affine (expected {d} or {d + 1} dims)")
     if arr.ndim == d:
         image = sitk.GetImageFromArray(np.ascontiguousarray(arr.transpose(tuple(range(d))[::-1])), isVector=False)
     else:  # (C, x, y[, z]) -> (z, y, x, C) vector image
@@ -89,7 +90,7 @@ def write_image(array: Any, affine_or_meta: Any, path: str | Path) -> Path:
     path = Path(path)
     suffix = full_suffix(path)
     if suffix not in WRITABLE_SUFFIXES:
-        raise ValueError(f"{path}: cannot write {suffix or '(no suffix)'!r}; use one of {', '.join(WRITABLE_SUFFIXES)}")
+        raise InputError(f"{path}: cannot write {suffix or '(no suffix)'!r}; use one of {', '.join(WRITABLE_SUFFIXES)}")
     if affine_or_meta is None and hasattr(array, "affine"):
         affine_or_meta = array
     arr = _to_numpy(array)

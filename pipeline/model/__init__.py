@@ -1,16 +1,18 @@
 """The custom U-Net and its shape arithmetic."""
 
-from pipeline.model.shapes import IllegalInputSize, check_input_size, legal_input_size, margin, output_size
-from pipeline.model.unet import UNet, build_model, center_crop_like, model_args
+from pipeline._lazy import lazy_getattr
 
-__all__ = [
-    "IllegalInputSize",
-    "UNet",
-    "build_model",
-    "center_crop_like",
-    "check_input_size",
-    "legal_input_size",
-    "margin",
-    "model_args",
-    "output_size",
-]
+_EXPORTS = {
+    "IllegalInputSize": "pipeline.model.shapes",
+    "UNet": "pipeline.model.unet",
+    "build_model": "pipeline.model.unet",
+    "center_crop_like": "pipeline.model.unet",
+    "check_input_size": "pipeline.model.shapes",
+    "legal_input_size": "pipeline.model.shapes",
+    "margin": "pipeline.model.shapes",
+    "model_args": "pipeline.model.unet",
+    "output_size": "pipeline.model.shapes",
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

@@ -11,11 +11,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from pipeline.errors import PipelineError
+
 CONVS_PER_LEVEL = 2  # two 3x3 convolutions per level, each losing 1 voxel per side when unpadded
 LOSS_PER_LEVEL = 2 * CONVS_PER_LEVEL  # voxels lost per level (both sides) in valid mode
 
 
-class IllegalInputSize(ValueError):
+class IllegalInputSize(PipelineError, ValueError):
     """An input size the network cannot process; the message names the nearest legal sizes."""
 
 

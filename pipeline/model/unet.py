@@ -12,8 +12,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from pipeline.model.shapes import check_input_size
-
 _CONV = {2: nn.Conv2d, 3: nn.Conv3d}
 _CONV_T = {2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
 _POOL = {2: nn.MaxPool2d, 3: nn.MaxPool3d}
@@ -135,10 +133,6 @@ class UNet(nn.Module):
                 skip = center_crop_like(skip, x)
             x = dec(torch.cat([skip, x], dim=1))
         return self.head(x)
-
-    def check_input(self, x: torch.Tensor) -> None:
-        """Eager-mode guard with a clear message; kept out of `forward` so export sees no Python checks."""
-        check_input_size(tuple(x.shape[2:]), self.depth, self.padding)
 
 
 def build_model(model_cfg: Any, spatial_dims: int, in_channels: int, out_channels: int) -> UNet:

@@ -1,20 +1,21 @@
-"""What every stage entry shares: `--config/--set` parsing and error reporting.
+"""What every stage entry shares: `--config/--set` parsing and which errors are the user's.
 
-`python -m pipeline.stages.<name>` and `unet-pipeline <name>` both end up here, so a bad config,
-a bad input file or a missing earlier output prints one `error: ...` line and exits with 2.
+`python -m pipeline.stages.<name>` hands its arguments to `unet-pipeline <name>` (pipeline.cli), so
+both print a `PipelineError` (bad config, bad input file, missing earlier output) as one
+`error: ...` line and exit with 2, and both take `--debug` for the traceback.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from pipeline.config import Config, ConfigError
+from pipeline.config import Config
+from pipeline.errors import PipelineError
 
 # errors that carry a message meant for the user (file + problem); anything else is a bug: traceback
-USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, ValueError, OSError, RuntimeError)
+USER_ERRORS: tuple[type[BaseException], ...] = (PipelineError,)
 
 
 def parse_overrides(items: Sequence[str] | None) -> dict[str, Any]:
@@ -31,6 +32,9 @@ def parse_overrides(items: Sequence[str] | None) -> dict[str, Any]:
 
 
 def add_config_args(parser: argparse.ArgumentParser) -> None:
+    # also after the sub-command (`python -m pipeline.stages.<name> --debug` lands here); SUPPRESS
+    # keeps `unet-pipeline --debug <stage>` from being reset by this parser's default
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")
     parser.add_argument("--config", "-c", default="params.yaml", help="config file (default: params.yaml)")
     parser.add_argument(
         "--set",
@@ -46,29 +50,3 @@ def load_stage_config(args: argparse.Namespace) -> Config:
     from pipeline.config import load_config
 
     return load_config(args.config, parse_overrides(args.set))
-
-
-def report_errors(fn: Callable[[], None]) -> int:
-    """Run `fn`; a user error becomes `error: <message>` on stderr and exit code 2."""
-    try:
-        fn()
-    except USER_ERRORS as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-def stage_main(
-    name: str,
-    doc: str | None,
-    run: Callable[[Config, argparse.Namespace], None],
-    argv: Sequence[str] | None = None,
-    extra_args: Callable[[argparse.ArgumentParser], None] | None = None,
-) -> int:
-    """The `main()` of `python -m pipeline.stages.<name>`."""
-    parser = argparse.ArgumentParser(prog=f"python -m pipeline.stages.{name}", description=(doc or "").splitlines()[0])
-    add_config_args(parser)
-    if extra_args is not None:
-        extra_args(parser)
-    args = parser.parse_args(argv)
-    return report_errors(lambda: run(load_stage_config(args), args))

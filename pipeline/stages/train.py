@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from pipeline.config import Config
+from pipeline.errors import InputError
 
 
 def run(cfg: Config, max_epochs: int | None = None) -> None:
@@ -19,7 +20,7 @@ def run(cfg: Config, max_epochs: int | None = None) -> None:
     from pipeline.training.trainer import train
 
     if max_epochs is not None and max_epochs < 1:
-        raise ValueError(f"--max-epochs must be >= 1, got {max_epochs}")
+        raise InputError(f"--max-epochs must be >= 1, got {max_epochs}")
     train(cfg, max_epochs=max_epochs)
 
 
@@ -34,9 +35,9 @@ def run_from_args(cfg: Config, args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from pipeline.stages.common import stage_main
+    from pipeline.cli import main as cli_main
 
-    return stage_main("train", __doc__, run_from_args, argv, add_arguments)
+    return cli_main(["train", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

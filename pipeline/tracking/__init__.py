@@ -5,26 +5,20 @@ reopen it (`active_pipeline_run`) so one run holds the params, curves, metrics, 
 of one pipeline execution. mlflow itself is imported only when a run is touched.
 """
 
-from pipeline.tracking.context import config_tags, dvc_data_hash, git_commit
-from pipeline.tracking.runs import (
-    RUN_FILE,
-    PipelineRun,
-    RunRef,
-    active_pipeline_run,
-    read_run_ref,
-    write_run_ref,
-)
-from pipeline.tracking.uri import resolve_tracking_uri
+from pipeline._lazy import lazy_getattr
 
-__all__ = [
-    "RUN_FILE",
-    "PipelineRun",
-    "RunRef",
-    "active_pipeline_run",
-    "config_tags",
-    "dvc_data_hash",
-    "git_commit",
-    "read_run_ref",
-    "resolve_tracking_uri",
-    "write_run_ref",
-]
+_EXPORTS = {
+    "PipelineRun": "pipeline.tracking.runs",
+    "RUN_FILE": "pipeline.tracking.runs",
+    "RunRef": "pipeline.tracking.runs",
+    "active_pipeline_run": "pipeline.tracking.runs",
+    "config_tags": "pipeline.tracking.context",
+    "dvc_data_hash": "pipeline.tracking.context",
+    "git_commit": "pipeline.tracking.context",
+    "read_run_ref": "pipeline.tracking.runs",
+    "resolve_tracking_uri": "pipeline.tracking.uri",
+    "write_run_ref": "pipeline.tracking.runs",
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

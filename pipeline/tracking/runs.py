@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -18,6 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.errors import InputError, MissingInputError
 from pipeline.tracking.uri import resolve_tracking_uri
 
 RUN_FILE = "mlflow_run.json"
@@ -35,13 +35,10 @@ class RunRef:
 
 
 def write_run_ref(reports_dir: Path, ref: RunRef) -> Path:
+    from pipeline.io.atomic import write_text_atomic
+
     path = Path(reports_dir) / RUN_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{RUN_FILE}.", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(asdict(ref), fh, indent=2)
-        fh.write("\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(asdict(ref), indent=2) + "\n")
     return path
 
 
@@ -52,7 +49,7 @@ def read_run_ref(reports_dir: Path) -> RunRef | None:
     try:
         return RunRef(**json.loads(path.read_text()))
     except (json.JSONDecodeError, TypeError) as exc:
-        raise ValueError(f"{path} is not a valid MLflow run reference: {exc}") from None
+        raise InputError(f"{path} is not a valid MLflow run reference: {exc}") from None
 
 
 def _param_str(value: Any) -> str:
@@ -122,7 +119,9 @@ class PipelineRun:
         if new:
             self.client.log_batch(self.run_id, params=new)
         if changed:
-            warnings.warn(f"MLflow run {self.run_id} keeps its original params; now different: {'; '.join(changed)}")
+            warnings.warn(
+                f"MLflow run {self.run_id} keeps its original params; now different: {'; '.join(changed)}", stacklevel=2
+            )
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         from mlflow.entities import RunTag
@@ -169,11 +168,13 @@ def active_pipeline_run(cfg: Any, reports_dir: Path | None = None, create_missin
     if run is None:
         where = reports_dir / RUN_FILE
         if not create_missing:
-            raise FileNotFoundError(
+            raise MissingInputError(
                 f"{where}: no MLflow run of this pipeline found in {uri}; run the train stage first"
             )
         if ref is not None:
-            warnings.warn(f"{where} names run {ref.run_id}, which {uri} does not hold; starting a new run")
+            warnings.warn(
+                f"{where} names run {ref.run_id}, which {uri} does not hold; starting a new run", stacklevel=2
+            )
         from pipeline.tracking.context import config_tags
 
         run = PipelineRun.create(cfg, tags=config_tags(cfg))

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ import numpy as np
 import torch
 
 from pipeline.config import Config
+from pipeline.errors import InputError, MissingInputError
 
 # settings that do not change the numbers a training produces; editing them keeps a checkpoint resumable
 _NEUTRAL_TRAIN_KEYS = ("output_dir", "num_workers", "val_every", "cache_gb")
@@ -77,18 +76,10 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
     """torch.save to a temp file in the same directory, then rename: a kill never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(state, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from pipeline.io.atomic import atomic_write
+
+    with atomic_write(path) as tmp:
+        torch.save(state, tmp)
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -96,4 +87,34 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     try:
         return torch.load(Path(path), map_location=map_location, weights_only=True)
     except Exception as exc:
-        raise RuntimeError(f"cannot load checkpoint {path}: {exc}") from exc
+        raise InputError(f"cannot load checkpoint {path}: {exc}") from exc
+
+
+def load_trained_net(
+    checkpoint: str | Path, device: str | torch.device = "cpu"
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """(U-Net in eval mode, the checkpoint dict) from a training checkpoint, loaded weights_only."""
+    from pipeline.model import UNet
+
+    ckpt = load_checkpoint(Path(checkpoint), map_location=device)
+    if "model_args" not in ckpt or "model" not in ckpt:
+        raise InputError(f"checkpoint {checkpoint} lacks 'model' or 'model_args'; was it written by the train stage?")
+    net = UNet(**ckpt["model_args"])
+    state = {k.removeprefix("module."): v for k, v in ckpt["model"].items()}  # a DDP-wrapped save, too
+    net.load_state_dict(state)
+    return net.to(device).eval(), ckpt
+
+
+def load_best_checkpoint(
+    cfg: Config, labels: list[str], checkpoint: str | Path | None = None, device: str | torch.device = "cpu"
+) -> tuple[torch.nn.Module, dict[str, Any], Path]:
+    """The net the evaluate and export stages use: `checkpoint` (default <train.output_dir>/best.pt),
+    checked to predict one channel per label of the manifest; returns (net, checkpoint dict, path)."""
+    path = Path(checkpoint) if checkpoint is not None else Path(cfg.train.output_dir) / "best.pt"
+    if not path.is_file():
+        raise MissingInputError(f"{path} not found: run the train stage first")
+    net, ckpt = load_trained_net(path, device)
+    out_channels = int(ckpt["model_args"]["out_channels"])
+    if out_channels != len(labels):
+        raise InputError(f"{path} predicts {out_channels} classes but the manifest lists {len(labels)}: {labels}")
+    return net, ckpt, path

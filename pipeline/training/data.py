@@ -14,13 +14,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from pipeline.config import AugmentConfig, Config
-from pipeline.data.manifest import ManifestError
+from pipeline.config import AugmentConfig, Config, ConfigError
+from pipeline.data.manifest import Manifest
 
 # rotation range per dimensionality: full turns in-plane for 2D (microscopy has no "up"),
 # small tilts in 3D where anatomy has an orientation
@@ -49,64 +46,8 @@ def patch_geometry(cfg: Config) -> PatchGeometry:
     try:
         check_input_size(size, depth, "same")
     except ValueError as exc:
-        raise ValueError(f"train.patch_size={list(size)} does not fit model.padding='same': {exc}") from None
+        raise ConfigError(f"train.patch_size={list(size)} does not fit model.padding='same': {exc}") from None
     return PatchGeometry(size, size, 0)
-
-
-def check_manifest(manifest: dict[str, Any], cfg: Config, root: Path) -> None:
-    """Fail before training on a manifest that cannot feed this config."""
-    where = Path(root) / "manifest.json"
-    for key in ("spatial_dims", "in_channels", "labels", "splits", "cases"):
-        if key not in manifest:
-            raise ManifestError(f"{where}: missing key {key!r}")
-    if manifest["spatial_dims"] != cfg.data.spatial_dims:
-        raise ManifestError(
-            f"{where}: spatial_dims={manifest['spatial_dims']} but the config has "
-            f"data.spatial_dims={cfg.data.spatial_dims}; re-run preprocess with this config"
-        )
-    if len(manifest["labels"]) < 2:
-        raise ManifestError(f"{where}: needs at least 2 labels (background + 1), got {manifest['labels']}")
-    ids = {c["id"] for c in manifest["cases"]}
-    for split in ("train", "val"):
-        listed = manifest["splits"].get(split) or []
-        if not listed:
-            raise ManifestError(f"{where}: split {split!r} is empty")
-        missing = sorted(set(listed) - ids)
-        if missing:
-            raise ManifestError(f"{where}: split {split!r} names cases not in 'cases': {missing[:5]}")
-    no_locations = [c["id"] for c in manifest["cases"] if not c.get("locations") or "n_fg" not in c]
-    if no_locations:
-        raise ManifestError(
-            f"{where}: cases {no_locations[:5]} have no stored patch locations (written by an older "
-            "preprocess); re-run the preprocess stage"
-        )
-    if cfg.train.loss == "weighted_ce":
-        no_weight = [
-            c["id"] for c in manifest["cases"] if c["id"] in manifest["splits"]["train"] and not c.get("weight")
-        ]
-        if no_weight:
-            raise ManifestError(
-                f"{where}: train.loss='weighted_ce' needs border weight maps, but cases {no_weight[:5]} have none; "
-                "set preprocess.border_weights: true and re-run preprocess"
-            )
-
-
-def case_dicts(manifest: dict[str, Any], root: Path, split: str, with_weight: bool = False) -> list[dict[str, Any]]:
-    """MONAI-style dicts {id, image, label[, weight]} with absolute paths, in split order."""
-    by_id = {c["id"]: c for c in manifest["cases"]}
-    out = []
-    for cid in manifest["splits"][split]:
-        c = by_id[cid]
-        d = {"id": cid, "image": str(Path(root) / c["image"]), "label": str(Path(root) / c["label"])}
-        if with_weight:
-            d["weight"] = str(Path(root) / c["weight"])
-        out.append(d)
-    return out
-
-
-def load_case_arrays(case: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    """Whole image (C, *spatial) float32 and label (1, *spatial) for validation."""
-    return np.load(case["image"]).astype(np.float32, copy=False), np.load(case["label"])
 
 
 def flip_transforms(keys: Sequence[str], aug: AugmentConfig, dims: int) -> list[Any]:
@@ -189,35 +130,32 @@ class RepeatDataset:
         return self.base[index % len(self.base)]
 
 
-def case_store(
-    cfg: Config, manifest: dict[str, Any], root: Path, keys: Sequence[str], processes_per_node: int = 1
-) -> Any:
-    """The train split as a `CaseStore`: cached in RAM up to `train.cache_gb`, memory-mapped beyond."""
-    from pipeline.data.patches import CaseStore, StoredCase, cache_budget_bytes
+def case_store(manifest: Manifest, keys: Sequence[str], cache_bytes: int) -> Any:
+    """The train split as a `CaseStore`: cached in RAM up to `cache_bytes`, memory-mapped beyond."""
+    from pipeline.data.patches import CaseStore, StoredCase
 
-    by_id = {c["id"]: c for c in manifest["cases"]}
     cases = [
         StoredCase(
             id=cid,
-            arrays={k: Path(root) / by_id[cid][k] for k in keys},
-            shape=tuple(by_id[cid]["shape"]),
-            locations=Path(root) / by_id[cid]["locations"],
-            n_fg=int(by_id[cid]["n_fg"]),
+            arrays={k: manifest.path(cid, k) for k in keys},
+            shape=tuple(manifest.case(cid)["shape"]),
+            locations=manifest.path(cid, "locations"),
+            n_fg=int(manifest.case(cid)["n_fg"]),
         )
-        for cid in manifest["splits"]["train"]
+        for cid in manifest.split("train")
     ]
-    return CaseStore(cases, cache_budget_bytes(cfg.train.cache_gb, processes_per_node))
+    return CaseStore(cases, cache_bytes)
 
 
-def train_dataset(
-    cfg: Config, manifest: dict[str, Any], root: Path, world_size: int = 1, processes_per_node: int = 1
-) -> RepeatDataset:
+def train_dataset(cfg: Config, manifest: Manifest, world_size: int = 1, processes_per_node: int = 1) -> RepeatDataset:
     """Patches of the train split, read lazily, sized to iterations_per_epoch x batch x ranks."""
     from monai.data import Dataset
 
+    from pipeline.data.patches import cache_budget_bytes
+
     with_weight = cfg.train.loss == "weighted_ce"
     keys = ("image", "label", "weight") if with_weight else ("image", "label")
-    store = case_store(cfg, manifest, root, keys, processes_per_node)
+    store = case_store(manifest, keys, cache_budget_bytes(cfg.train.cache_gb, processes_per_node))
     base = Dataset(data=[{"case": i} for i in range(len(store))], transform=train_transforms(cfg, keys, store))
     return RepeatDataset(base, cfg.train.iterations_per_epoch * cfg.train.batch_size * world_size, store)
 

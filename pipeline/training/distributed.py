@@ -47,15 +47,6 @@ def barrier(info: DistInfo) -> None:
         torch.distributed.barrier()
 
 
-def broadcast_object(info: DistInfo, obj: object) -> object:
-    """Rank 0's value on every rank (e.g. whether a checkpoint is resumed)."""
-    if not info.distributed:
-        return obj
-    box = [obj]
-    torch.distributed.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 def all_reduce_mean(info: DistInfo, value: float) -> float:
     if not info.distributed:
         return value

@@ -6,15 +6,11 @@ epoch_time. Epochs without validation (val_every > 1) leave the val columns empt
 
 from __future__ import annotations
 
-import csv
-import io
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline.training.validation import metric_key
+from pipeline.evaluation.metrics import metric_key
 
 
 def history_columns(class_names: Sequence[str]) -> list[str]:
@@ -26,24 +22,6 @@ def history_columns(class_names: Sequence[str]) -> list[str]:
 
 def write_history(history: Sequence[dict[str, Any]], class_names: Sequence[str], path: Path) -> Path:
     """Write the whole history atomically (it is small; rewriting keeps a resumed run consistent)."""
-    cols = history_columns(class_names)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for row in history:
-        writer.writerow({c: _fmt(row.get(c)) for c in cols})
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(buf.getvalue())
-    os.replace(tmp, path)
-    return path
+    from pipeline.io.tables import write_csv
 
-
-def _fmt(v: Any) -> Any:
-    if v is None:
-        return ""
-    if isinstance(v, float):
-        return f"{v:.6g}"
-    return v
+    return write_csv(path, history, history_columns(class_names))

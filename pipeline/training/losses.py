@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from pipeline.config import Config
+from pipeline.config import Config, ConfigError
 
 
 class WeightedCrossEntropy(nn.Module):
@@ -67,7 +67,7 @@ class MaskedDiceCE(nn.Module):
 def build_loss(cfg: Config, num_classes: int) -> nn.Module:
     """The loss named by cfg.train.loss; call it as loss(logits, label, weight_or_None)."""
     if cfg.train.ignore_label is not None and not 0 <= cfg.train.ignore_label < 256:
-        raise ValueError(f"train.ignore_label={cfg.train.ignore_label} must be a label value in 0..255")
+        raise ConfigError(f"train.ignore_label={cfg.train.ignore_label} must be a label value in 0..255")
     if cfg.train.loss == "weighted_ce":
         return WeightedCrossEntropy(cfg.train.ignore_label)
     return MaskedDiceCE(num_classes, cfg.train.ignore_label)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,17 +20,22 @@ import torch
 from tqdm import tqdm
 
 from pipeline.config import Config
-from pipeline.data.manifest import load_manifest
+from pipeline.data.manifest import Manifest, load_manifest
+from pipeline.errors import PipelineError
 from pipeline.training import checkpoint as ckpt
 from pipeline.training import distributed as D
-from pipeline.training.data import case_dicts, check_manifest, patch_geometry, train_dataset, train_loader
+from pipeline.training.data import patch_geometry, train_dataset, train_loader
 from pipeline.training.history import write_history
 from pipeline.training.losses import build_loss
 from pipeline.training.optim import build_optimizer, build_scheduler
-from pipeline.training.validation import save_overlays, validate
+from pipeline.training.validation import ValidationResult, save_overlays, validate
 
 HISTORY_FILE = "train_history.csv"
 OVERLAY_FILE = "val_overlays.png"
+
+
+class TrainingDiverged(PipelineError, FloatingPointError):
+    """The loss became NaN or infinite: the settings, not the code, need changing."""
 
 
 @dataclass
@@ -114,177 +119,208 @@ def train(cfg: Config, max_epochs: int | None = None) -> TrainOutcome:
         D.teardown(info)
 
 
-def _train(cfg: Config, max_epochs: int | None, info: D.DistInfo) -> TrainOutcome:
+@dataclass
+class _Run:
+    """What one training run carries from epoch to epoch."""
+
+    cfg: Config
+    info: D.DistInfo
+    manifest: Manifest
+    net: torch.nn.Module
+    model: torch.nn.Module  # the net, or the net inside DistributedDataParallel
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    loss_fn: Any
+    model_args: dict[str, Any]
+    tracker: Any  # the MLflow PipelineRun (rank 0), else None
+    start: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_metric: float = -math.inf
+    best_epoch: int = 0
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.manifest.labels
+
+    @property
+    def reports(self) -> Path:
+        return Path(self.cfg.evaluate.reports_dir)
+
+    def outcome(self, epochs_done: int) -> TrainOutcome:
+        run_id = self.tracker.run_id if self.tracker else None
+        digest = ckpt.weights_digest(self.net.named_parameters())
+        return TrainOutcome(epochs_done, self.best_metric, self.best_epoch, self.history, run_id, digest)
+
+
+def _build(cfg: Config, info: D.DistInfo) -> _Run:
+    """Network, optimiser, schedule and loss, resumed from last.pt when it was written by this config."""
     from monai.utils import set_determinism
 
     from pipeline.model import build_model, model_args
 
-    root = Path(cfg.preprocess.output_dir)
-    out_dir = Path(cfg.train.output_dir)
-    reports = Path(cfg.evaluate.reports_dir)
-    last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
-
-    manifest = load_manifest(root)
-    check_manifest(manifest, cfg, root)
-    class_names: list[str] = list(manifest["labels"])
-    num_classes, in_channels = len(class_names), int(manifest["in_channels"])
-    geo = patch_geometry(cfg)
-    margs = model_args(cfg.model, cfg.data.spatial_dims, in_channels, num_classes)
-
-    state = _resume_state(cfg, last_path, info)
+    manifest = load_manifest(cfg.preprocess.output_dir)
+    manifest.check_trainable(cfg)
+    num_classes, in_channels = len(manifest.labels), int(manifest["in_channels"])
+    last = Path(cfg.train.output_dir) / "last.pt"
+    state = _resume_state(cfg, last, info)
     D.barrier(info)  # every rank has read last.pt before rank 0 may overwrite it
-    start = int(state["epoch"]) if state else 0
-    stop = min(cfg.train.epochs, max_epochs) if max_epochs is not None else cfg.train.epochs
-    history: list[dict[str, Any]] = list(state["history"]) if state else []
-    best_metric = float(state["best_metric"]) if state else -math.inf
-    best_epoch = int(state.get("best_epoch", 0)) if state else 0
-    if state:
-        _say(info, f"resuming from {last_path} after epoch {start}/{cfg.train.epochs}")
-
     set_determinism(seed=cfg.seed)
     net = build_model(cfg.model, cfg.data.spatial_dims, in_channels, num_classes).to(info.device)
     optimizer = build_optimizer(cfg, net.parameters())
     scheduler = build_scheduler(cfg, optimizer)
+    model: torch.nn.Module = net
+    if info.distributed:
+        ids = [info.local_rank] if info.device.type == "cuda" else None
+        model = torch.nn.parallel.DistributedDataParallel(net, device_ids=ids)
+    margs = model_args(cfg.model, cfg.data.spatial_dims, in_channels, num_classes)
+    run = _Run(cfg, info, manifest, net, model, optimizer, scheduler, build_loss(cfg, num_classes), margs, None)
     if state:
+        _say(info, f"resuming from {last} after epoch {state['epoch']}/{cfg.train.epochs}")
         net.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         ckpt.set_rng_state(state["rng"])
-    model: torch.nn.Module = net
-    if info.distributed:
-        model = torch.nn.parallel.DistributedDataParallel(
-            net, device_ids=[info.local_rank] if info.device.type == "cuda" else None
-        )
-    loss_fn = build_loss(cfg, num_classes)
-    run = _open_run(cfg, state, reports, info)
+        run.start, run.history = int(state["epoch"]), list(state["history"])
+        run.best_metric, run.best_epoch = float(state["best_metric"]), int(state.get("best_epoch", 0))
+    run.tracker = _open_run(cfg, state, run.reports, info)
+    return run
 
-    if start >= stop:
-        _say(info, f"{last_path} already holds epoch {start}; nothing to train (train.epochs={cfg.train.epochs})")
-        if info.is_main:
-            write_history(history, class_names, reports / HISTORY_FILE)
-            run.finish("FINISHED")
-        return TrainOutcome(
-            start,
-            best_metric,
-            best_epoch,
-            history,
-            run.run_id if run else None,
-            ckpt.weights_digest(net.named_parameters()),
-        )
 
-    dataset = train_dataset(cfg, manifest, root, info.world_size, D.local_world_size())
-    store = dataset.store
-    val_cases = case_dicts(manifest, root, "val")
+def _train_epoch(r: _Run, loader: Any, epoch: int) -> float:
+    """One pass over the loader; returns the mean training loss over all ranks."""
+    cfg, info = r.cfg, r.info
     with_weight = cfg.train.loss == "weighted_ce"
-    _say(
-        info,
-        f"training {cfg.name}: {cfg.data.spatial_dims}D {cfg.model.padding} U-Net {list(cfg.model.features)}, "
-        f"input patch {list(geo.input_size)} -> output {list(geo.output_size)}, "
-        f"{len(manifest['splits']['train'])} train / {len(val_cases)} val cases, {info.world_size} process(es) on {info.device}; "
-        f"{store.cached_cases}/{len(store)} train cases cached in RAM ({store.cached_bytes / 2**20:.0f} MiB), "
-        "the rest read patch by patch",
-    )
+    r.model.train()
+    t0 = time.perf_counter()
+    total, steps, seen = 0.0, 0, 0
+    bar = tqdm(loader, desc=f"epoch {epoch}/{cfg.train.epochs}", disable=not info.is_main, leave=False)
+    for batch in bar:
+        image = batch["image"].to(info.device, non_blocking=True)
+        label = batch["label"].to(info.device, non_blocking=True)
+        weight = batch["weight"].to(info.device, non_blocking=True) if with_weight else None
+        r.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device_type=info.device.type, dtype=torch.bfloat16, enabled=cfg.train.bf16):
+            logits = r.model(image)
+        loss = r.loss_fn(logits.float(), label, weight)
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(
+                f"epoch {epoch}: training loss became {loss.item()}; lower train.lr or enable grad_clip"
+            )
+        loss.backward()
+        if cfg.train.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(r.net.parameters(), cfg.train.grad_clip)
+        r.optimizer.step()
+        r.scheduler.step()
+        total, steps, seen = total + float(loss.detach()), steps + 1, seen + image.shape[0]
+        rate = seen * info.world_size / (time.perf_counter() - t0)
+        bar.set_postfix(loss=f"{total / steps:.4f}", samples_s=f"{rate:.1f}")
+    bar.close()
+    return D.all_reduce_mean(info, total / max(steps, 1))
 
+
+def _payload(r: _Run, epoch: int) -> dict[str, Any]:
+    """The checkpoint: everything resuming needs, plus what evaluate and export read."""
+    geo = patch_geometry(r.cfg)
+    return {
+        "model": r.net.state_dict(),
+        "optimizer": r.optimizer.state_dict(),
+        "scheduler": r.scheduler.state_dict(),
+        "epoch": epoch,
+        "best_metric": r.best_metric,
+        "best_epoch": r.best_epoch,
+        "history": r.history,
+        "model_args": r.model_args,
+        "config": r.cfg.model_dump(mode="json"),
+        "config_hash": ckpt.config_hash(r.cfg),
+        "class_names": r.class_names,
+        "patch": {"input_size": list(geo.input_size), "output_size": list(geo.output_size)},
+        "rng": ckpt.rng_state(),
+        "mlflow_run_id": r.tracker.run_id,
+    }
+
+
+def _record_epoch(r: _Run, row: dict[str, Any], result: ValidationResult | None) -> None:
+    """Rank 0: checkpoints (best.pt when validation improved), history CSV, MLflow, overlays, one line."""
+    epoch, out_dir = row["epoch"], Path(r.cfg.train.output_dir)
+    improved = result is not None and result.dice_mean > r.best_metric
+    if improved:
+        r.best_metric, r.best_epoch = result.dice_mean, epoch
+    payload = _payload(r, epoch)
+    ckpt.save_checkpoint(payload, out_dir / "last.pt")
+    if improved:
+        ckpt.save_checkpoint(payload, out_dir / "best.pt")
+    write_history(r.history, r.class_names, r.reports / HISTORY_FILE)
+    r.tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
+    val_txt = ""
+    if result is not None:
+        if result.examples:
+            overlay = save_overlays(result, r.reports / OVERLAY_FILE, r.cfg.data.spatial_dims, epoch)
+            r.tracker.log_artifact(overlay, "validation")
+        best = f"(best {r.best_metric:.4f} @ {r.best_epoch})"
+        val_txt = f"  val dice {result.dice_mean:.4f} iou {result.iou_mean:.4f} {best}"
+    loss, lr, secs = row["train_loss"], row["lr"], row["epoch_time"]
+    _say(r.info, f"epoch {epoch}/{r.cfg.train.epochs}  loss {loss:.4f}{val_txt}  lr {lr:.3g}  {secs:.1f} s")
+
+
+def _finish(r: _Run, status: str, stop: int) -> None:
+    """Rank 0: close the MLflow run, tagging how far training got."""
+    if not r.info.is_main or r.tracker is None:
+        return
+    if status == "FINISHED":
+        complete = stop == r.cfg.train.epochs
+        r.tracker.set_tags({"train_epochs_done": str(stop), "train_complete": str(complete).lower()})
+        if complete:
+            r.tracker.log_artifact(r.reports / HISTORY_FILE, "train")
+    r.tracker.finish(status)
+
+
+def _train(cfg: Config, max_epochs: int | None, info: D.DistInfo) -> TrainOutcome:
+    from monai.utils import set_determinism
+
+    r = _build(cfg, info)
+    stop = min(cfg.train.epochs, max_epochs) if max_epochs is not None else cfg.train.epochs
+    if r.start >= stop:
+        _say(info, f"{cfg.train.output_dir}/last.pt already holds epoch {r.start}; nothing to train")
+        if info.is_main:
+            write_history(r.history, r.class_names, r.reports / HISTORY_FILE)
+        _finish(r, "FINISHED", r.start)
+        return r.outcome(r.start)
+    dataset = train_dataset(cfg, r.manifest, info.world_size, D.local_world_size())
+    val_ids = r.manifest.split("val")
+    _say(info, _describe(cfg, r.manifest, dataset.store, len(val_ids), info))
     status = "FAILED"
     try:
-        for epoch in range(start + 1, stop + 1):
-            seed = epoch_seed(cfg.seed, epoch)
+        for epoch in range(r.start + 1, stop + 1):
+            t0, seed = time.perf_counter(), epoch_seed(cfg.seed, epoch)
             set_determinism(seed=seed + info.rank)
-            loader = train_loader(cfg, dataset, seed, info.rank, info.world_size)
-            lr = optimizer.param_groups[0]["lr"]
-            model.train()
-            t0 = time.perf_counter()
-            total, steps, seen = 0.0, 0, 0
-            bar = tqdm(
-                loader,
-                desc=f"epoch {epoch}/{cfg.train.epochs}",
-                disable=not info.is_main,
-                leave=False,
-                dynamic_ncols=True,
-            )
-            for batch in bar:
-                image = batch["image"].to(info.device, non_blocking=True)
-                label = batch["label"].to(info.device, non_blocking=True)
-                weight = batch["weight"].to(info.device, non_blocking=True) if with_weight else None
-                optimizer.zero_grad(set_to_none=True)
-                with torch.autocast(device_type=info.device.type, dtype=torch.bfloat16, enabled=cfg.train.bf16):
-                    logits = model(image)
-                loss = loss_fn(logits.float(), label, weight)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(
-                        f"epoch {epoch}: training loss became {loss.item()}; lower train.lr or enable grad_clip"
-                    )
-                loss.backward()
-                if cfg.train.grad_clip is not None:
-                    torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.train.grad_clip)
-                optimizer.step()
-                scheduler.step()
-                total += float(loss.detach())
-                steps += 1
-                seen += image.shape[0]
-                bar.set_postfix(
-                    loss=f"{total / steps:.4f}", samples_s=f"{seen * info.world_size / (time.perf_counter() - t0):.1f}"
-                )
-            bar.close()
-            train_loss = D.all_reduce_mean(info, total / max(steps, 1))
+            lr = r.optimizer.param_groups[0]["lr"]
+            train_loss = _train_epoch(r, train_loader(cfg, dataset, seed, info.rank, info.world_size), epoch)
             row: dict[str, Any] = {"epoch": epoch, "train_loss": train_loss, "lr": lr}
-
-            do_val = epoch % cfg.train.val_every == 0 or epoch == stop
             result = None
-            if do_val and info.is_main:
-                result = validate(net, val_cases, cfg, num_classes, info.device)
-                row.update(result.metrics(class_names))
+            if info.is_main and (epoch % cfg.train.val_every == 0 or epoch == stop):
+                result = validate(r.net, r.manifest, val_ids, cfg, info.device)
+                row.update(result.metrics(r.class_names))
             row["epoch_time"] = time.perf_counter() - t0
-            history.append(row)
-
+            r.history.append(row)
             if info.is_main:
-                improved = result is not None and result.dice_mean > best_metric
-                if improved:
-                    best_metric, best_epoch = result.dice_mean, epoch
-                payload = {
-                    "model": net.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "epoch": epoch,
-                    "best_metric": best_metric,
-                    "best_epoch": best_epoch,
-                    "history": history,
-                    "model_args": margs,
-                    "config": cfg.model_dump(mode="json"),
-                    "config_hash": ckpt.config_hash(cfg),
-                    "class_names": class_names,
-                    "patch": {"input_size": list(geo.input_size), "output_size": list(geo.output_size)},
-                    "rng": ckpt.rng_state(),
-                    "mlflow_run_id": run.run_id,
-                }
-                ckpt.save_checkpoint(payload, last_path)
-                if improved:
-                    ckpt.save_checkpoint(payload, best_path)
-                write_history(history, class_names, reports / HISTORY_FILE)
-                run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
-                if result is not None and result.examples:
-                    overlay = save_overlays(result, reports / OVERLAY_FILE, cfg.data.spatial_dims, num_classes, epoch)
-                    run.log_artifact(overlay, "validation")
-                val_txt = (
-                    f"  val dice {result.dice_mean:.4f} iou {result.iou_mean:.4f} (best {best_metric:.4f} @ {best_epoch})"
-                    if result is not None
-                    else ""
-                )
-                _say(
-                    info,
-                    f"epoch {epoch}/{cfg.train.epochs}  loss {train_loss:.4f}{val_txt}  lr {lr:.3g}  {row['epoch_time']:.1f} s",
-                )
+                _record_epoch(r, row, result)
             D.barrier(info)
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
         raise
     finally:
-        if info.is_main and run is not None:
-            if status == "FINISHED":
-                run.set_tags({"train_epochs_done": str(stop), "train_complete": str(stop == cfg.train.epochs).lower()})
-                if stop == cfg.train.epochs:
-                    run.log_artifact(reports / HISTORY_FILE, "train")
-            run.finish(status)
-    digest = ckpt.weights_digest(net.named_parameters())
-    return TrainOutcome(stop, best_metric, best_epoch, history, run.run_id if run else None, digest)
+        _finish(r, status, stop)
+    return r.outcome(stop)
+
+
+def _describe(cfg: Config, manifest: Manifest, store: Any, n_val: int, info: D.DistInfo) -> str:
+    """The one line that says what is about to be trained, on what and where."""
+    geo = patch_geometry(cfg)
+    return (
+        f"training {cfg.name}: {cfg.data.spatial_dims}D {cfg.model.padding} U-Net {list(cfg.model.features)}, "
+        f"input patch {list(geo.input_size)} -> output {list(geo.output_size)}, "
+        f"{len(store)} train / {n_val} val cases, {info.world_size} process(es) on {info.device}; "
+        f"{store.cached_cases}/{len(store)} train cases cached in RAM ({store.cached_bytes / 2**20:.0f} MiB), "
+        "the rest read patch by patch"
+    )

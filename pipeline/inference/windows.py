@@ -7,20 +7,19 @@ predictions are blended (Gaussian importance weighting down-weights the borders 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 
-from pipeline.inference.overlap_tile import net_device_dtype
-
-Net = Callable[[torch.Tensor], torch.Tensor]
+from pipeline.errors import InputError
+from pipeline.inference.tiles import Net, net_device_dtype
 
 
 def window_size(image_size: Sequence[int], roi_size: Sequence[int], depth: int) -> tuple[int, ...]:
     """ROI per axis: the requested size, shrunk to the image where it is smaller, rounded up to a
     multiple of 2**depth (a legal same-padding input). MONAI pads an image smaller than the ROI."""
     if len(roi_size) != len(image_size):
-        raise ValueError(
+        raise InputError(
             f"window size {tuple(roi_size)} has {len(roi_size)} axes, image {tuple(image_size)} has {len(image_size)}"
         )
     step = 2**depth
@@ -47,9 +46,9 @@ def sliding_window(
     from monai.inferers import sliding_window_inference
 
     if image.dim() < 3:
-        raise ValueError(f"expected an image (C, *spatial) with 2 or 3 spatial axes, got shape {tuple(image.shape)}")
+        raise InputError(f"expected an image (C, *spatial) with 2 or 3 spatial axes, got shape {tuple(image.shape)}")
     if blend not in ("gaussian", "constant"):
-        raise ValueError(f"blend must be 'gaussian' or 'constant', got {blend!r}")
+        raise InputError(f"blend must be 'gaussian' or 'constant', got {blend!r}")
     image = torch.as_tensor(image)
     device, dtype = net_device_dtype(net, image)
     image = image.to(device=device, dtype=dtype)

@@ -10,49 +10,37 @@ inverse transforms) on the net's device.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 
-from pipeline.inference.overlap_tile import overlap_tile
-from pipeline.inference.sliding_window import sliding_window
-
-Net = Callable[[torch.Tensor], torch.Tensor]
+from pipeline.errors import InputError
+from pipeline.inference.settings import InferenceSettings
+from pipeline.inference.tiles import Net, overlap_tile
+from pipeline.inference.windows import sliding_window
 
 
 def predict_logits(
-    image: torch.Tensor,
-    net: Net,
-    *,
-    padding: str,
-    depth: int,
-    tile_size: Sequence[int],
-    overlap: float = 0.5,
-    blend: str = "gaussian",
-    batch_size: int = 4,
-    progress: bool = False,
+    image: torch.Tensor, net: Net, settings: InferenceSettings, *, progress: bool = False
 ) -> torch.Tensor:
     """Logits for an image (C, *spatial) -> (K, *spatial), or a batch (B, C, *spatial) -> (B, K, *spatial).
 
-    The number of spatial axes is len(tile_size), which tells a 3D image (C, x, y, z) from a 2D
-    batch (B, C, x, y). 'valid' padding uses overlap-tile (tile_size = output tile), 'same' uses a
-    sliding window (tile_size = ROI; overlap and blend apply).
+    The number of spatial axes is len(settings.tile_size), which tells a 3D image (C, x, y, z) from
+    a 2D batch (B, C, x, y). 'valid' padding uses overlap-tile (tile_size = output tile), 'same'
+    uses a sliding window (tile_size = ROI; overlap and blend apply). TTA does not apply here.
     """
-    nd = len(tile_size)
+    s = settings
+    nd = len(s.tile_size)
     if image.dim() not in (nd + 1, nd + 2):
-        raise ValueError(
-            f"image of shape {tuple(image.shape)} does not fit a {nd}D tile size {tuple(tile_size)}: "
+        raise InputError(
+            f"image of shape {tuple(image.shape)} does not fit a {nd}D tile size {tuple(s.tile_size)}: "
             f"expected (C, *spatial) or (B, C, *spatial) with {nd} spatial axes"
         )
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
 
     def one(x: torch.Tensor) -> torch.Tensor:
-        if padding == "valid":
-            return overlap_tile(x, net, depth, tile_size, batch_size, progress=progress)
-        if padding == "same":
-            return sliding_window(x, net, tile_size, overlap, blend, batch_size, depth, progress=progress)
-        raise ValueError(f"padding must be 'valid' or 'same', got {padding!r}")
+        if s.padding == "valid":
+            return overlap_tile(x, net, s.depth, s.tile_size, s.batch_size, progress=progress)
+        return sliding_window(x, net, s.tile_size, s.overlap, s.blend, s.batch_size, s.depth, progress=progress)
 
     with torch.no_grad():
         if image.dim() == nd + 1:
@@ -65,47 +53,28 @@ def flip_axes_combinations(spatial_dims: int, axes: Sequence[int] | None = None)
     as nnU-Net mirrors. Restricted to the axes training mirrored, the net never sees a flip it did not learn."""
     axes = tuple(range(spatial_dims)) if axes is None else tuple(axes)
     if any(not 0 <= a < spatial_dims for a in axes):
-        raise ValueError(f"flip axes {axes} out of range for {spatial_dims} spatial dims")
+        raise InputError(f"flip axes {axes} out of range for {spatial_dims} spatial dims")
     return [c for r in range(len(axes) + 1) for c in itertools.combinations(axes, r)]
 
 
 def predict_probabilities(
-    image: torch.Tensor,
-    net: Net,
-    *,
-    padding: str,
-    depth: int,
-    tile_size: Sequence[int],
-    overlap: float = 0.5,
-    blend: str = "gaussian",
-    batch_size: int = 4,
-    tta: bool = False,
-    tta_axes: Sequence[int] | None = None,
-    progress: bool = False,
+    image: torch.Tensor, net: Net, settings: InferenceSettings, *, progress: bool = False
 ) -> torch.Tensor:
     """Softmax probabilities, same shapes as `predict_logits`.
 
-    With `tta`, the mean of the softmax over the image flipped along every combination of
-    `tta_axes` (default: all spatial axes; 2**len(axes) passes, each flipped back before averaging).
+    With `settings.tta`, the mean of the softmax over the image flipped along every combination
+    of `settings.tta_axes` (default: all spatial axes; 2**len(axes) passes, each flipped back
+    before averaging).
     """
-    kwargs = dict(
-        padding=padding,
-        depth=depth,
-        tile_size=tile_size,
-        overlap=overlap,
-        blend=blend,
-        batch_size=batch_size,
-        progress=progress,
-    )
-    nd = len(tile_size)
+    nd = len(settings.tile_size)
     first_spatial = image.dim() - nd
-    flips = flip_axes_combinations(nd, tta_axes) if tta else [()]
+    flips = flip_axes_combinations(nd, settings.tta_axes) if settings.tta else [()]
     total: torch.Tensor | None = None
     with torch.no_grad():
         for axes in flips:
             dims = [first_spatial + a for a in axes]
             x = torch.flip(image, dims) if dims else image
-            prob = torch.softmax(predict_logits(x, net, **kwargs).float(), dim=first_spatial - 1)
+            prob = torch.softmax(predict_logits(x, net, settings, progress=progress).float(), dim=first_spatial - 1)
             prob = torch.flip(prob, dims) if dims else prob
             total = prob if total is None else total + prob
     assert total is not None
@@ -123,7 +92,7 @@ def keep_largest(labels: torch.Tensor, num_classes: int, connectivity: int | Non
     if num_classes < 2:
         return labels
     if labels.dim() < 3 or labels.shape[0] != 1:
-        raise ValueError(f"keep_largest expects class indices of shape (1, *spatial), got {tuple(labels.shape)}")
+        raise InputError(f"keep_largest expects class indices of shape (1, *spatial), got {tuple(labels.shape)}")
     transform = KeepLargestConnectedComponent(
         applied_labels=list(range(1, num_classes)), is_onehot=False, independent=True, connectivity=connectivity
     )

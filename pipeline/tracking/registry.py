@@ -131,3 +131,29 @@ def log_exported_models(
         "registered_model_version": getattr(onnx_info, "registered_model_version", None),
         "run_id": mlflow.active_run().info.run_id,
     }
+
+
+def log_export(cfg: Any, out: Path, meta: dict[str, Any], example: Any, model_args: dict[str, Any]) -> dict[str, Any]:
+    """Both models and the bundle (the ONNX model registered as a new version), the parity report
+    and its worst difference per runtime; returns where the models went."""
+    import mlflow
+
+    from pipeline.tracking.runs import active_pipeline_run
+
+    with active_pipeline_run(cfg, Path(cfg.evaluate.reports_dir)):
+        logged = log_exported_models(
+            onnx_path=out / "model.onnx",
+            ts_path=out / "model.ts",
+            bundle_dir=out,
+            example=example,
+            model_args=model_args,
+            registered_model_name=cfg.tracking.registered_model_name,
+            extra_requirements=("monai",),
+        )
+        report = meta["unet_pipeline"]["verification"]
+        mlflow.log_dict(report, "export/verification.json")
+        worst: dict[str, float] = {}
+        for check in report["checks"]:
+            worst[check["runtime"]] = max(worst.get(check["runtime"], 0.0), check["max_abs_diff"])
+        mlflow.log_metrics({f"export_max_abs_diff_{k}": v for k, v in worst.items()})
+    return logged

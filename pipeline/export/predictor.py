@@ -2,7 +2,7 @@
 
 Needs only the exported folder: the model file and the `configs/metadata.json` beside it (or one
 level up, for `models/model.ts`) -- no training data, config or checkpoint. The image goes through
-`pipeline.inference.predict.predict_case`, the evaluate stage's own path, with the network swapped
+`pipeline.inference.case.predict_case`, the evaluate stage's own path, with the network swapped
 for an ONNX Runtime session or a TorchScript module, so the mask equals the evaluate stage's.
 """
 
@@ -13,10 +13,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from pipeline.errors import PipelineError
+
 METADATA_CANDIDATES = ("configs/metadata.json", "metadata.json", "../configs/metadata.json")
 
 
-class PredictError(ValueError):
+class PredictError(PipelineError, ValueError):
     """Input the predictor cannot use; the message names the file and the problem."""
 
 
@@ -58,7 +60,8 @@ def read_metadata(model_path: str | Path) -> tuple[dict[str, Any], Path]:
     digest = sha256_file(model_path)
     if digest != recorded["sha256"]:
         raise PredictError(
-            f"model {model_path} does not match {meta_path}: SHA-256 {digest[:12]}... != recorded {recorded['sha256'][:12]}..."
+            f"model {model_path} does not match {meta_path}: SHA-256 {digest[:12]}... != recorded "
+            f"{recorded['sha256'][:12]}..."
         )
     return meta, root
 
@@ -103,7 +106,7 @@ def predict_file(
     `tta=None` keeps the exported setting (the evaluate stage's); True/False force it.
     """
     from pipeline.export.runtime import load_net
-    from pipeline.inference.predict import predict_case
+    from pipeline.inference.case import predict_case
     from pipeline.inference.settings import InferenceSettings
     from pipeline.io import WRITABLE_SUFFIXES, full_suffix, write_image
 

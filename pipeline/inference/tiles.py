@@ -21,9 +21,10 @@ from dataclasses import dataclass
 
 import torch
 
+from pipeline.errors import InputError
 from pipeline.model import legal_input_size, margin, output_size
 
-Net = Callable[[torch.Tensor], torch.Tensor]
+Net = Callable[[torch.Tensor], torch.Tensor]  # a torch module, a TorchScript module or an ONNX Runtime wrapper
 
 
 @dataclass(frozen=True)
@@ -60,11 +61,11 @@ def plan_tiles(image_size: Sequence[int], depth: int, tile_output: Sequence[int]
     """
     image_size = tuple(int(n) for n in image_size)
     if len(tile_output) != len(image_size):
-        raise ValueError(
+        raise InputError(
             f"tile size {tuple(tile_output)} has {len(tile_output)} axes, image {image_size} has {len(image_size)}"
         )
     if any(n < 1 for n in image_size):
-        raise ValueError(f"image size {image_size} has an empty axis")
+        raise InputError(f"image size {image_size} has an empty axis")
     step = 2**depth
     wanted = [max(step, min(int(t), n)) for t, n in zip(tile_output, image_size)]
     input_tile = legal_input_size(wanted, depth, "valid")
@@ -130,7 +131,7 @@ def overlap_tile(
     `batch_size` tiles. The result lives on the net's device.
     """
     if image.dim() < 3:
-        raise ValueError(f"expected an image (C, *spatial) with 2 or 3 spatial axes, got shape {tuple(image.shape)}")
+        raise InputError(f"expected an image (C, *spatial) with 2 or 3 spatial axes, got shape {tuple(image.shape)}")
     image = torch.as_tensor(image)  # a plain tensor: no MetaTensor bookkeeping per tile
     device, dtype = net_device_dtype(net, image)
     image = image.to(device=device, dtype=dtype)
@@ -146,8 +147,9 @@ def overlap_tile(
             pred = pred[0]
         pred = torch.as_tensor(pred)
         if tuple(pred.shape[2:]) != plan.output_tile or pred.shape[0] != len(batch):
-            raise ValueError(
-                f"overlap-tile: the net returned shape {tuple(pred.shape)} for input tiles {tuple(torch.stack(batch).shape)}; "
+            raise InputError(
+                f"overlap-tile: the net returned shape {tuple(pred.shape)} for input tiles "
+                f"{tuple(torch.stack(batch).shape)}; "
                 f"a depth-{depth} valid-padding U-Net must return spatial size {plan.output_tile} "
                 "(is the net a 'same'-padding model, or is depth wrong?)"
             )

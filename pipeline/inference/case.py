@@ -10,17 +10,18 @@ affine and shape.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from pipeline.inference.api import keep_largest, predict_probabilities
+from pipeline.errors import InputError
 from pipeline.inference.settings import InferenceSettings
+from pipeline.inference.tiles import Net
+from pipeline.inference.whole_image import keep_largest, predict_probabilities
 
-Net = Callable[[torch.Tensor], torch.Tensor]
 ImageSource = Any  # a path (file or DICOM folder) or a list of per-channel paths
 
 
@@ -95,27 +96,16 @@ def predict_case(
     from pipeline.data.transforms import invert_to_source
 
     x, transform = preprocess(image, spec)
-    prob = predict_probabilities(
-        x.as_tensor(),
-        net,
-        padding=settings.padding,
-        depth=settings.depth,
-        tile_size=settings.tile_size,
-        overlap=settings.overlap,
-        blend=settings.blend,
-        batch_size=settings.batch_size,
-        tta=settings.tta,
-        tta_axes=settings.tta_axes,
-        progress=progress,
-    )
+    prob = predict_probabilities(x.as_tensor(), net, settings, progress=progress)
     prob = invert_to_source(transform, {"image": x}, prob.detach().float().cpu(), nearest=False)
     # the geometry pipeline.io recorded when it read the file; the mask is written with it exactly
     source_affine = torch.as_tensor(np.asarray(x.meta["original_affine"]), dtype=torch.float64)
     inverted_affine = torch.as_tensor(prob.affine, dtype=torch.float64)
     src_shape = tuple(int(n) for n in np.asarray(x.meta["spatial_shape"]).reshape(-1))
     if tuple(prob.shape[1:]) != src_shape or not torch.allclose(inverted_affine, source_affine, atol=1e-4):
-        raise RuntimeError(
-            f"{x.meta.get('filename_or_obj') or 'image'}: inverting the preprocessing gave shape {tuple(prob.shape[1:])}, affine "
+        raise InputError(
+            f"{x.meta.get('filename_or_obj') or 'image'}: inverting the preprocessing gave shape "
+            f"{tuple(prob.shape[1:])}, affine "
             f"{inverted_affine.tolist()}; the source image has {src_shape}, {source_affine.tolist()}"
         )
     num_classes = prob.shape[0]
@@ -126,24 +116,3 @@ def predict_case(
     mask = MetaTensor(mask, affine=source_affine.clone(), meta=dict(meta))
     probabilities = MetaTensor(prob.as_tensor(), affine=source_affine.clone(), meta=dict(meta))
     return mask, probabilities
-
-
-def load_trained_net(
-    checkpoint: str | Path, device: str | torch.device = "cpu"
-) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """(U-Net in eval mode, the checkpoint dict) from a training checkpoint, loaded weights_only."""
-    from pipeline.model import UNet
-    from pipeline.training.checkpoint import load_checkpoint
-
-    ckpt = load_checkpoint(Path(checkpoint), map_location=device)
-    if "model_args" not in ckpt or "model" not in ckpt:
-        raise RuntimeError(f"checkpoint {checkpoint} lacks 'model' or 'model_args'; was it written by the train stage?")
-    net = UNet(**ckpt["model_args"])
-    state = {k.removeprefix("module."): v for k, v in ckpt["model"].items()}  # a DDP-wrapped save, too
-    net.load_state_dict(state)
-    return net.to(device).eval(), ckpt
-
-
-def mask_array(mask: Any) -> np.ndarray:
-    """A mask as a plain numpy array (1, *spatial)."""
-    return np.asarray(torch.as_tensor(mask).cpu().numpy())
