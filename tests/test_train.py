@@ -154,6 +154,29 @@ def test_other_config_starts_over(workdir: Path, data_cache: Path, capsys: pytes
     assert state["config"]["train"]["lr"] == 1e-4
 
 
+def test_finished_run_on_another_dataset_retrains(workdir: Path, data_cache: Path, capsys) -> None:
+    """`dvc repro` reruns train when preprocessed/ changes; the persisted checkpoint of the old data
+    must not pass for the new result. With the same data and code it is kept, and the stage's other
+    outputs (history, overlays) are written again."""
+    import json
+
+    from pipeline.stages.train import run
+
+    root = prepare_data(workdir, data_cache, dims=2)
+    cfg = make_config(2, "same", train={"epochs": 1, "iterations_per_epoch": 2})
+    run(cfg)
+    (workdir / "reports" / "val_overlays.png").unlink()
+    run(cfg)  # same config, code and data: nothing to train, outputs rewritten
+    out = capsys.readouterr()
+    assert "nothing to train" in out.out + out.err and (workdir / "reports" / "val_overlays.png").is_file()
+    manifest = json.loads((root / "manifest.json").read_text())
+    manifest["splits"]["train"] = manifest["splits"]["train"][1:]  # one case fewer: another dataset
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    run(cfg)
+    out = capsys.readouterr()
+    assert "starts over" in out.out + out.err and "nothing to train" not in out.out + out.err
+
+
 def test_weighted_ce_with_border_weights_trains(workdir: Path, data_cache: Path) -> None:
     """The preprocess stage's weight maps feed the paper's weighted cross-entropy."""
     from pipeline.stages.train import run

@@ -30,6 +30,24 @@ def config_hash(cfg: Config) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def resume_key(cfg: Config) -> str:
+    """What a checkpoint must have been written under to be resumed: the config (`config_hash`), the
+    package's code and the preprocessed dataset's manifest and fingerprint. `dvc repro` reruns the
+    train stage when any of them changes, and a checkpoint from before the change must not pass for
+    the new result (`checkpoints/` persists between runs so that a killed run can resume)."""
+    import pipeline
+
+    h = hashlib.sha256(config_hash(cfg).encode())
+    package = Path(pipeline.__file__).parent
+    for path in sorted(package.rglob("*.py")):
+        h.update(path.relative_to(package).as_posix().encode())
+        h.update(path.read_bytes())
+    for name in ("manifest.json", "fingerprint.json"):
+        path = Path(cfg.preprocess.output_dir) / name
+        h.update(path.read_bytes() if path.is_file() else b"")
+    return h.hexdigest()[:16]
+
+
 def weights_digest(named_tensors: Any) -> str:
     """SHA-256 over (name, bytes) of the parameters, in name order: equal iff the weights are equal.
 

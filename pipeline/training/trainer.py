@@ -4,7 +4,8 @@ Determinism: every epoch re-seeds torch / numpy / python and the MONAI transform
 (seed, epoch, rank) before building its loader, so epoch e draws the same patches and
 augmentations whether the run got there uninterrupted or was resumed from a checkpoint; the
 checkpoint restores model, optimiser, scheduler, history and RNG state. A checkpoint written under a
-different config (hash over seed + data + model + train) is not resumed: training starts over.
+different config, by other code or on another preprocessed dataset (`checkpoint.resume_key`) is not
+resumed: training starts over.
 """
 
 from __future__ import annotations
@@ -59,16 +60,16 @@ def _say(info: D.DistInfo, msg: str) -> None:
 
 
 def _resume_state(cfg: Config, last: Path, info: D.DistInfo) -> dict[str, Any] | None:
-    """The checkpoint to resume from, or None (absent, or written under another config)."""
+    """The checkpoint to resume from, or None (absent, or written under another config, code or data)."""
     if not last.is_file():
         return None
     state = ckpt.load_checkpoint(last)
-    want = ckpt.config_hash(cfg)
-    if state.get("config_hash") != want:
+    want = ckpt.resume_key(cfg)
+    if state.get("resume_key") != want:
         _say(
             info,
-            f"{last} was written by a different config (hash {state.get('config_hash')} != {want}): "
-            "not resuming, training starts over",
+            f"{last} was written by a different config, code or preprocessed dataset "
+            f"(key {state.get('resume_key')} != {want}): not resuming, training starts over",
         )
         return None
     return state
@@ -231,7 +232,7 @@ def _payload(r: _Run, epoch: int) -> dict[str, Any]:
         "history": r.history,
         "model_args": r.model_args,
         "config": r.cfg.model_dump(mode="json"),
-        "config_hash": ckpt.config_hash(r.cfg),
+        "resume_key": ckpt.resume_key(r.cfg),
         "class_names": r.class_names,
         "patch": {"input_size": list(geo.input_size), "output_size": list(geo.output_size)},
         "rng": ckpt.rng_state(),
@@ -281,8 +282,10 @@ def _train(cfg: Config, max_epochs: int | None, info: D.DistInfo) -> TrainOutcom
     stop = min(cfg.train.epochs, max_epochs) if max_epochs is not None else cfg.train.epochs
     if r.start >= stop:
         _say(info, f"{cfg.train.output_dir}/last.pt already holds epoch {r.start}; nothing to train")
-        if info.is_main:
+        if info.is_main:  # rewrite what the stage outputs besides checkpoints/ (DVC removed them)
             write_history(r.history, r.class_names, r.reports / HISTORY_FILE)
+            result = validate(r.net, r.manifest, r.manifest.split("val"), cfg, info.device)
+            save_overlays(result, r.reports / OVERLAY_FILE, cfg.data.spatial_dims, r.start)
         _finish(r, "FINISHED", r.start)
         return r.outcome(r.start)
     dataset = train_dataset(cfg, r.manifest, info.world_size, D.local_world_size())
