@@ -9,7 +9,8 @@
   against the `Config` schema (`cfg.train.augment.flip_axes` -> `train.augment.flip_axes`;
   `cfg.depth`, a property, -> what the property reads; methods such as `cfg.flat()` end a chain).
 
-Run `python tests/stage_deps.py` to print the deps/params lists `dvc.yaml` should hold.
+Run `python tests/stage_deps.py` to print the deps/params lists `dvc.yaml` should hold, or
+`python tests/stage_deps.py --write` to put them into `dvc.yaml` (comments, data deps and outputs kept).
 """
 
 from __future__ import annotations
@@ -197,8 +198,38 @@ def suggested_params(params: set[str]) -> list[str]:
     return sorted(out)
 
 
+def rewrite_dvc_yaml(text: str) -> str:
+    """dvc.yaml with each stage's code deps and params replaced by what the code says (comments,
+    data deps and outputs kept; code deps go at the end of each deps list)."""
+    out: list[str] = []
+    stage = section = None
+    for line in text.splitlines():
+        key = line.strip().rstrip(":")
+        if line.startswith("  ") and not line.startswith("   ") and line.rstrip().endswith(":"):
+            stage, section = (key if key in STAGES else None), None
+        elif stage and line.startswith("    ") and not line.startswith("     "):
+            if section == "deps":
+                out += [f"      - {d}" for d in suggested_code_deps(code_closure(stage))]
+            section = key
+            out.append(line)
+            if section == "params":
+                out += [f"      - {p}" for p in suggested_params(params_read(stage))]
+            continue
+        entry = line.startswith("      - ")
+        if stage and (
+            (section == "deps" and line.startswith(f"      - {PACKAGE}/")) or (section == "params" and entry)
+        ):
+            continue
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
 if __name__ == "__main__":
     sys.path.insert(0, str(REPO))
+    if sys.argv[1:] == ["--write"]:
+        path = REPO / "dvc.yaml"
+        path.write_text(rewrite_dvc_yaml(path.read_text(encoding="utf-8")), encoding="utf-8")
+        sys.exit(0)
     for stage in STAGES:
         print(f"{stage}:\n  deps:")
         for d in suggested_code_deps(code_closure(stage)):
