@@ -29,15 +29,15 @@ class Manifest(dict):
         super().__init__(data)
         self.root = Path(root)
         self.where = self.root / MANIFEST
+        self._by_id = {c["id"]: c for c in self.get("cases", [])}
 
     @property
     def labels(self) -> list[str]:
         return [str(n) for n in self["labels"]]
 
     def case(self, case_id: str) -> dict[str, Any]:
-        for c in self["cases"]:
-            if c["id"] == case_id:
-                return c
+        if case_id in self._by_id:
+            return self._by_id[case_id]
         raise ManifestError(f"{self.where}: no case {case_id!r} under 'cases'")
 
     def split(self, name: str) -> list[str]:
@@ -45,7 +45,7 @@ class Manifest(dict):
         ids = list(self["splits"].get(name) or [])
         if not ids:
             raise ManifestError(f"{self.where}: split {name!r} is empty")
-        missing = sorted(set(ids) - {c["id"] for c in self["cases"]})
+        missing = sorted(set(ids) - self._by_id.keys())
         if missing:
             raise ManifestError(f"{self.where}: split {name!r} names cases not in 'cases': {missing[:5]}")
         return ids

@@ -59,12 +59,12 @@ def _say(info: D.DistInfo, msg: str) -> None:
         tqdm.write(msg)
 
 
-def _resume_state(cfg: Config, last: Path, info: D.DistInfo) -> dict[str, Any] | None:
-    """The checkpoint to resume from, or None (absent, or written under another config, code or data)."""
+def _resume_state(last: Path, want: str, info: D.DistInfo) -> dict[str, Any] | None:
+    """The checkpoint to resume from, or None (absent, or written under another resume key: another
+    config, code or data)."""
     if not last.is_file():
         return None
     state = ckpt.load_checkpoint(last)
-    want = ckpt.resume_key(cfg)
     if state.get("resume_key") != want:
         _say(
             info,
@@ -133,6 +133,7 @@ class _Run:
     scheduler: Any
     loss_fn: Any
     model_args: dict[str, Any]
+    resume_key: str  # computed once: config, code and data do not change during a run
     tracker: Any  # the MLflow PipelineRun (rank 0), else None
     start: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -163,7 +164,8 @@ def _build(cfg: Config, info: D.DistInfo) -> _Run:
     manifest.check_trainable(cfg)
     num_classes, in_channels = len(manifest.labels), int(manifest["in_channels"])
     last = Path(cfg.train.output_dir) / "last.pt"
-    state = _resume_state(cfg, last, info)
+    key = ckpt.resume_key(cfg)
+    state = _resume_state(last, key, info)
     D.barrier(info)  # every rank has read last.pt before rank 0 may overwrite it
     set_determinism(seed=cfg.seed)
     net = build_model(cfg.model, cfg.data.spatial_dims, in_channels, num_classes).to(info.device)
@@ -174,7 +176,7 @@ def _build(cfg: Config, info: D.DistInfo) -> _Run:
         ids = [info.local_rank] if info.device.type == "cuda" else None
         model = torch.nn.parallel.DistributedDataParallel(net, device_ids=ids)
     margs = model_args(cfg.model, cfg.data.spatial_dims, in_channels, num_classes)
-    run = _Run(cfg, info, manifest, net, model, optimizer, scheduler, build_loss(cfg, num_classes), margs, None)
+    run = _Run(cfg, info, manifest, net, model, optimizer, scheduler, build_loss(cfg, num_classes), margs, key, None)
     if state:
         _say(info, f"resuming from {last} after epoch {state['epoch']}/{cfg.train.epochs}")
         net.load_state_dict(state["model"])
@@ -232,7 +234,7 @@ def _payload(r: _Run, epoch: int) -> dict[str, Any]:
         "history": r.history,
         "model_args": r.model_args,
         "config": r.cfg.model_dump(mode="json"),
-        "resume_key": ckpt.resume_key(r.cfg),
+        "resume_key": r.resume_key,
         "class_names": r.class_names,
         "patch": {"input_size": list(geo.input_size), "output_size": list(geo.output_size)},
         "rng": ckpt.rng_state(),
