@@ -128,6 +128,8 @@ class TrainConfig(_Strict):
     patch_size: list[int] = Field(default_factory=lambda: [128, 128])
     pos_fraction: float = Field(0.67, ge=0.0, le=1.0)  # share of patches centred on foreground
     loss: Literal["dice_ce", "weighted_ce"] = "dice_ce"
+    # loss on every decoder level, weights halving with depth (nnU-Net); 'same' padding only
+    deep_supervision: bool = False
     ignore_label: int | None = None
     optimizer: Literal["sgd", "adamw"] = "adamw"
     lr: float = Field(1e-3, gt=0)
@@ -208,6 +210,11 @@ class Config(_Strict):
             raise ValueError(
                 f"train.augment.flip_axes={axes} must be distinct axes in 0..{d - 1} (data.spatial_dims={d}); "
                 "use flip: false to turn mirroring off"
+            )
+        if self.train.deep_supervision and self.model.padding != "same":
+            raise ValueError(
+                "train.deep_supervision needs model.padding: same (with valid padding a coarse decoder level "
+                "sees past the labelled output tile)"
             )
         if self.preprocess.orientation is not None and len(self.preprocess.orientation) != d:
             raise ValueError(

@@ -118,12 +118,18 @@ class UNet(nn.Module):
                     nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.decoder_features(x)[-1])
+
+    def decoder_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Each decoder level's output, coarsest first: the last one feeds `head`, the coarser
+        ones feed deep supervision's extra heads (`pipeline.training.deep_supervision`)."""
         skips: list[torch.Tensor] = []
         for enc in self.encoders:
             x = enc(x)
             skips.append(x)
             x = self.pool(x)
         x = self.dropout(self.bottleneck(x))
+        levels: list[torch.Tensor] = []
         for i, (up, dec) in enumerate(zip(self.ups, self.decoders)):
             x = up(x)
             skip = skips[len(skips) - 1 - i]
@@ -132,7 +138,8 @@ class UNet(nn.Module):
             if self.padding != "same":
                 skip = center_crop_like(skip, x)
             x = dec(torch.cat([skip, x], dim=1))
-        return self.head(x)
+            levels.append(x)
+        return levels
 
 
 def build_model(model_cfg: Any, spatial_dims: int, in_channels: int, out_channels: int) -> UNet:

@@ -25,6 +25,7 @@ class WeightedCrossEntropy(nn.Module):
         self.ignore_label = ignore_label
 
     def forward(self, logits: torch.Tensor, label: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+        logits = logits.float()  # bf16 autocast: the loss in float32
         target = label[:, 0].long()
         valid = torch.ones_like(target, dtype=logits.dtype)
         if self.ignore_label is not None:
@@ -51,6 +52,7 @@ class MaskedDiceCE(nn.Module):
         self.dice = DiceLoss(batch=True)
 
     def forward(self, logits: torch.Tensor, label: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+        logits = logits.float()  # bf16 autocast: the loss in float32
         if self.ignore_label is None:
             return self.plain(logits, label.long())
         target = label[:, 0].long()
@@ -65,9 +67,16 @@ class MaskedDiceCE(nn.Module):
 
 
 def build_loss(cfg: Config, num_classes: int) -> nn.Module:
-    """The loss named by cfg.train.loss; call it as loss(logits, label, weight_or_None)."""
+    """The loss named by cfg.train.loss; call it as loss(logits, label, weight_or_None), where
+    logits is a list of every decoder level's logits (finest first) under train.deep_supervision."""
     if cfg.train.ignore_label is not None and not 0 <= cfg.train.ignore_label < 256:
         raise ConfigError(f"train.ignore_label={cfg.train.ignore_label} must be a label value in 0..255")
     if cfg.train.loss == "weighted_ce":
-        return WeightedCrossEntropy(cfg.train.ignore_label)
-    return MaskedDiceCE(num_classes, cfg.train.ignore_label)
+        base: nn.Module = WeightedCrossEntropy(cfg.train.ignore_label)
+    else:
+        base = MaskedDiceCE(num_classes, cfg.train.ignore_label)
+    if cfg.train.deep_supervision:
+        from pipeline.training.deep_supervision import DeepSupervisionLoss
+
+        return DeepSupervisionLoss(base)
+    return base

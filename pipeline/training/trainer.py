@@ -128,7 +128,8 @@ class _Run:
     info: D.DistInfo
     manifest: Manifest
     net: torch.nn.Module
-    model: torch.nn.Module  # the net, or the net inside DistributedDataParallel
+    trained: torch.nn.Module  # the net, or the net with deep supervision's extra heads
+    model: torch.nn.Module  # `trained`, or `trained` inside DistributedDataParallel
     optimizer: torch.optim.Optimizer
     scheduler: Any
     loss_fn: Any
@@ -169,17 +170,25 @@ def _build(cfg: Config, info: D.DistInfo) -> _Run:
     D.barrier(info)  # every rank has read last.pt before rank 0 may overwrite it
     set_determinism(seed=cfg.seed)
     net = build_model(cfg.model, cfg.data.spatial_dims, in_channels, num_classes).to(info.device)
-    optimizer = build_optimizer(cfg, net.parameters())
+    trained: torch.nn.Module = net
+    if cfg.train.deep_supervision:
+        from pipeline.training.deep_supervision import DeepSupervisedNet
+
+        trained = DeepSupervisedNet(net).to(info.device)
+    optimizer = build_optimizer(cfg, trained.parameters())
     scheduler = build_scheduler(cfg, optimizer)
-    model: torch.nn.Module = net
+    model: torch.nn.Module = trained
     if info.distributed:
         ids = [info.local_rank] if info.device.type == "cuda" else None
-        model = torch.nn.parallel.DistributedDataParallel(net, device_ids=ids)
+        model = torch.nn.parallel.DistributedDataParallel(trained, device_ids=ids)
     margs = model_args(cfg.model, cfg.data.spatial_dims, in_channels, num_classes)
-    run = _Run(cfg, info, manifest, net, model, optimizer, scheduler, build_loss(cfg, num_classes), margs, key, None)
+    loss = build_loss(cfg, num_classes)
+    run = _Run(cfg, info, manifest, net, trained, model, optimizer, scheduler, loss, margs, key, None)
     if state:
         _say(info, f"resuming from {last} after epoch {state['epoch']}/{cfg.train.epochs}")
         net.load_state_dict(state["model"])
+        if trained is not net:
+            trained.heads.load_state_dict(state["deep_supervision_heads"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         ckpt.set_rng_state(state["rng"])
@@ -204,14 +213,14 @@ def _train_epoch(r: _Run, loader: Any, epoch: int) -> float:
         r.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device_type=info.device.type, dtype=torch.bfloat16, enabled=cfg.train.bf16):
             logits = r.model(image)
-        loss = r.loss_fn(logits.float(), label, weight)
+        loss = r.loss_fn(logits, label, weight)
         if not torch.isfinite(loss):
             raise TrainingDiverged(
                 f"epoch {epoch}: training loss became {loss.item()}; lower train.lr or enable grad_clip"
             )
         loss.backward()
         if cfg.train.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(r.net.parameters(), cfg.train.grad_clip)
+            torch.nn.utils.clip_grad_norm_(r.trained.parameters(), cfg.train.grad_clip)
         r.optimizer.step()
         r.scheduler.step()
         total, steps, seen = total + float(loss.detach()), steps + 1, seen + image.shape[0]
@@ -226,6 +235,7 @@ def _payload(r: _Run, epoch: int) -> dict[str, Any]:
     geo = patch_geometry(r.cfg)
     return {
         "model": r.net.state_dict(),
+        **({"deep_supervision_heads": r.trained.heads.state_dict()} if r.trained is not r.net else {}),
         "optimizer": r.optimizer.state_dict(),
         "scheduler": r.scheduler.state_dict(),
         "epoch": epoch,
