@@ -170,6 +170,27 @@ class EvaluateConfig(_Strict):
     reports_dir: Path = Path("reports")
 
 
+class CodeConfig(_Strict):
+    """A coded concept, as DICOM writes it: coding scheme (SCT = SNOMED CT, DCM, ...), code, meaning."""
+
+    scheme: str = "SCT"
+    value: str
+    meaning: str
+
+    @field_validator("value", mode="before")
+    @classmethod
+    def _text(cls, v: Any) -> Any:
+        return str(v) if isinstance(v, int) else v  # YAML reads an unquoted SNOMED code as a number
+
+
+class LabelCodes(_Strict):
+    """What a label is, for DICOM SEG segments: property category and type, optional modifier."""
+
+    category: CodeConfig
+    type: CodeConfig
+    modifier: CodeConfig | None = None  # e.g. laterality, or a region such as SCT 255549009 "Anterior"
+
+
 class TrackingConfig(_Strict):
     experiment: str = "unet-pipeline"
     # None = $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working directory
@@ -195,6 +216,9 @@ class Config(_Strict):
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
+    # codes per label name, for DICOM SEG output; a label without codes gets a generic
+    # "Tissue" / "Anatomical Structure" pair (and a warning when a SEG is written)
+    labels: dict[str, LabelCodes] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _dims_agree(self) -> Config:

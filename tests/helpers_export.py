@@ -131,7 +131,14 @@ def write_raw_case(
     return path
 
 
-def make_workspace(root: Path, name: str, *, n_cases: int = 2, registered_model_name: str = "unet-test") -> Any:
+def make_workspace(
+    root: Path,
+    name: str,
+    *,
+    n_cases: int = 2,
+    registered_model_name: str = "unet-test",
+    label_codes: dict[str, Any] | None = None,
+) -> Any:
     """data/ with raw NIfTI cases (the canonical layout), preprocessed/ written by the real preprocess
     stage, a checkpoint from `tiny_trained_unet` saved like the train stage does, and the Config."""
     from pipeline.config import parse_config
@@ -180,6 +187,7 @@ def make_workspace(root: Path, name: str, *, n_cases: int = 2, registered_model_
             "registered_model_name": registered_model_name,
         },
         "export": {"output_dir": str(root / "exported")},
+        "labels": label_codes or {},
     }
     cfg = parse_config(raw)
     preprocess.run(cfg)

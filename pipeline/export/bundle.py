@@ -437,12 +437,21 @@ def held_out_image(manifest: Any, model_args: dict[str, Any]) -> tuple[str, Any]
     return case_id, image
 
 
+def label_codes(cfg: Any, labels: Sequence[str]) -> dict[str, Any]:
+    """The config's `labels` codes for the bundle (DICOM SEG segments); a name the dataset lacks is an error."""
+    unknown = sorted(set(cfg.labels) - set(labels[1:]))
+    if unknown:
+        raise InputError(f"config labels {unknown} are not foreground labels of the dataset ({list(labels[1:])})")
+    return {name: codes.model_dump(mode="json") for name, codes in cfg.labels.items()}
+
+
 def build_bundle(
     out: Path, net: Any, ckpt: dict[str, Any], manifest: Any, cfg: Any, checkpoint: Path
 ) -> dict[str, Any]:
     """Export, verify and lay out the bundle in `out` (an empty dir); returns the metadata."""
     from pipeline.export.verify import verification_sizes, verify_exports
     from pipeline.inference import InferenceSettings
+    from pipeline.training.checkpoint import weights_digest
 
     model_args = dict(ckpt["model_args"])
     depth, padding = len(model_args["features"]) - 1, str(model_args["padding"])
@@ -454,6 +463,7 @@ def build_bundle(
     report["case"] = case_id
     provenance = {
         "checkpoint": str(checkpoint),
+        "weights_sha256": weights_digest(net.named_parameters()),  # the SEG's algorithm version without a registry
         "epoch": ckpt.get("epoch"),
         "best_metric": ckpt.get("best_metric"),
         "data_source": str(cfg.data.root),
@@ -474,6 +484,7 @@ def build_bundle(
         eval_metrics=_eval_metrics(cfg),
         provenance=provenance,
     )
+    meta["unet_pipeline"]["label_codes"] = label_codes(cfg, manifest.labels)
     write_json(out / METADATA, meta)
     write_json(out / INFERENCE, inference_config(meta))
     note = "; the overlap-tile inferer" if padding == "valid" else ""

@@ -16,6 +16,7 @@ from typing import Any
 from pipeline.errors import PipelineError
 
 METADATA_CANDIDATES = ("configs/metadata.json", "metadata.json", "../configs/metadata.json")
+SEG_SUFFIX = ".dcm"  # `-o result.dcm` from a DICOM series: a DICOM Segmentation object
 
 
 class PredictError(PipelineError, ValueError):
@@ -111,11 +112,14 @@ def predict_file(
     from pipeline.io import WRITABLE_SUFFIXES, full_suffix, write_image
 
     output_path = Path(output_path)
-    if full_suffix(output_path) not in WRITABLE_SUFFIXES:
+    as_seg = full_suffix(output_path) == SEG_SUFFIX
+    if not as_seg and full_suffix(output_path) not in WRITABLE_SUFFIXES:
         raise PredictError(
             f"output {output_path}: cannot write {full_suffix(output_path) or '(no suffix)'!r}; "
-            f"use one of {', '.join(WRITABLE_SUFFIXES)}"
+            f"use one of {', '.join(WRITABLE_SUFFIXES)}, or {SEG_SUFFIX} (DICOM SEG) for a DICOM series input"
         )
+    if as_seg and not Path(image_path).is_dir():
+        raise PredictError(f"output {output_path}: a DICOM SEG needs a DICOM series folder as input, got {image_path}")
     meta, _ = read_metadata(model_path)
     up = meta["unet_pipeline"]
     args = up["model_args"]
@@ -126,6 +130,10 @@ def predict_file(
         settings = replace(settings, tta=bool(tta))
     net = load_net(model_path, device)
     mask, _ = predict_case(image, net, up["preprocessing"], settings, progress=progress)
+    if as_seg:
+        from pipeline.export.seg_output import write_prediction_seg
+
+        return write_prediction_seg(output_path, mask, image, image_path, meta, model_path)
     return write_image(mask, image, output_path)  # atomic: temp file, then rename
 
 

@@ -11,6 +11,7 @@ _EXPORTS = {
     "read_image": "pipeline.io.readers",
     "read_sitk": "pipeline.io.readers",
     "read_tiff_stack": "pipeline.io.readers",
+    "dicom_series_files": "pipeline.io.readers",
     "SimpleITKReader": "pipeline.io.readers",
     "SUPPORTED_SUFFIXES": "pipeline.io.readers",
     "write_image": "pipeline.io.writers",

@@ -55,7 +55,10 @@ def _sitk_message(exc: Exception) -> str:
     return lines[-1] if lines else type(exc).__name__
 
 
-def _read_dicom_series(folder: Path, series_uid: str | None) -> sitk.Image:
+def dicom_series_files(folder: PathLike, series_uid: str | None = None) -> tuple[str, list[str]]:
+    """(series UID, its files in the order SimpleITK reads them) for the one series in `folder`
+    (or the named one); the DICOM SEG writer pairs its frames with these same instances."""
+    folder = Path(folder)
     ids = list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
     if not ids:
         raise ImageReadError(f"{folder}: no DICOM series found in this folder")
@@ -67,7 +70,11 @@ def _read_dicom_series(folder: Path, series_uid: str | None) -> sitk.Image:
         raise ImageReadError(f"{folder}: holds {len(ids)} DICOM series ({', '.join(ids)}); put one series per folder")
     else:
         uid = ids[0]
-    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid)
+    return uid, list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid))
+
+
+def _read_dicom_series(folder: Path, series_uid: str | None) -> sitk.Image:
+    uid, files = dicom_series_files(folder, series_uid)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
     try:
