@@ -46,7 +46,10 @@ def _cmd_stage(args: argparse.Namespace) -> None:
 def _cmd_predict(args: argparse.Namespace) -> None:
     from pipeline.export.predictor import main
 
-    main(args)
+    failed = main(args)
+    if failed:
+        print(f"error: {failed} case(s) failed (listed above)", file=sys.stderr)
+        raise SystemExit(min(failed, 125))  # the exit status says how many failed
 
 
 def _cmd_config(args: argparse.Namespace) -> None:
@@ -104,9 +107,23 @@ def build_parser() -> argparse.ArgumentParser:
     summary_parser.set_defaults(func=_cmd_model_summary)
 
     pred = sub.add_parser("predict", help="segment an image with an exported model (needs only exported/)")
-    pred.add_argument("image", help="NIfTI / NRRD / MHA / DICOM series folder / PNG / TIFF")
-    pred.add_argument("--model", "-m", required=True, help="exported/model.onnx or exported/model.ts")
-    pred.add_argument("--output", "-o", required=True, help="mask file to write (e.g. mask.nii.gz)")
+    pred.add_argument(
+        "image",
+        help="NIfTI / NRRD / MHA / DICOM series folder / PNG / TIFF; or a folder of many cases (with -o FOLDER)",
+    )
+    pred.add_argument("--model", "-m", required=True, help="exported/ folder, exported/model.onnx or model.ts")
+    pred.add_argument(
+        "--output",
+        "-o",
+        required=True,
+        help="mask file (mask.nii.gz), DICOM SEG (seg.dcm, from a DICOM series), or a folder for a batch",
+    )
+    pred.add_argument(
+        "--format",
+        choices=["nifti", "dicom-seg"],
+        default="nifti",
+        help="batch output for DICOM series (image files always give NIfTI)",
+    )
     pred.add_argument("--tta", action="store_true", help="flip test-time augmentation")
     pred.add_argument("--device", default="cpu", help="cpu or cuda (TorchScript only)")
     pred.set_defaults(func=_cmd_predict)

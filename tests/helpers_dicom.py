@@ -28,6 +28,8 @@ def write_series(
     study_uid: str | None = None,
     series_uid: str | None = None,
     modality: str = "MR",
+    prefix: str = "im",
+    series_number: int = 7,
 ) -> list[Path]:
     """One file per slice of `volume` (slices, rows, cols), int16. `direction` holds the row, column
     and slice-normal unit vectors as columns (LPS); `spacing` is (column step, row step, slice step) in mm.
@@ -53,7 +55,7 @@ def write_series(
         ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study_uid, series_uid, frame_uid
         ds.Modality = modality
         ds.PatientName, ds.PatientID = "Test^Phantom", "PHANTOM-1"
-        ds.StudyDate, ds.StudyTime, ds.SeriesNumber, ds.InstanceNumber = "20261130", "120000", 7, k + 1
+        ds.StudyDate, ds.StudyTime, ds.SeriesNumber, ds.InstanceNumber = "20261130", "120000", series_number, k + 1
         ds.ImagePositionPatient = [float(v) for v in np.asarray(origin) + k * spacing[2] * normal]
         ds.ImageOrientationPatient = [float(v) for v in (*row_dir, *col_dir)]
         ds.PixelSpacing = [float(spacing[1]), float(spacing[0])]  # between rows, between columns
@@ -62,7 +64,7 @@ def write_series(
         ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
         ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
         ds.PixelData = np.ascontiguousarray(volume[k].astype(np.int16)).tobytes()
-        path = folder / f"im{name_index:04d}.dcm"
+        path = folder / f"{prefix}{name_index:04d}.dcm"
         ds.save_as(str(path), enforce_file_format=True)
         paths.append(path)
     return paths

@@ -80,7 +80,7 @@ def check_image(image: Any, path: str | Path, spatial_dims: int, in_channels: in
         raise PredictError(f"{path}: empty image (shape {shape})")
 
 
-def read_input(image_path: str | Path) -> Any:
+def read_input(image_path: str | Path, series_uid: str | None = None) -> Any:
     """The image via pipeline.io, with any reader failure turned into an error naming the file."""
     from pipeline.io import read_image
 
@@ -88,9 +88,68 @@ def read_input(image_path: str | Path) -> Any:
     if not path.exists():
         raise PredictError(f"input image {path} does not exist")
     try:
-        return read_image(path)
+        return read_image(path, series_uid=series_uid)
     except Exception as exc:  # readers raise many types (RuntimeError from SimpleITK, OSError, ...)
         raise PredictError(f"cannot read input image {path}: {exc}") from exc
+
+
+def resolve_model(model: str | Path) -> Path:
+    """A model file, or an exported/ folder: its model.onnx (the fastest verified runtime), else model.ts."""
+    model = Path(model)
+    if model.is_dir():
+        for name in ("model.onnx", "model.ts", "models/model.ts"):
+            if (model / name).is_file():
+                return model / name
+        raise PredictError(f"{model}: no model.onnx or model.ts in this folder; is it an exported/ bundle?")
+    return model
+
+
+class Predictor:
+    """An exported model loaded once (metadata checked, runtime session open), for one or many cases."""
+
+    def __init__(self, model_path: str | Path, *, tta: bool | None = None, device: str = "cpu") -> None:
+        from pipeline.export.runtime import load_net
+        from pipeline.inference.settings import InferenceSettings
+
+        self.model_path = resolve_model(model_path)
+        self.meta, _ = read_metadata(self.model_path)
+        self.up = self.meta["unet_pipeline"]
+        self.settings = InferenceSettings.from_dict(self.up["inference"])
+        if tta is not None:  # None keeps the exported setting (the evaluate stage's)
+            self.settings = replace(self.settings, tta=bool(tta))
+        self.net = load_net(self.model_path, device)
+
+    @property
+    def spatial_dims(self) -> int:
+        return int(self.up["model_args"]["spatial_dims"])
+
+    def predict(
+        self, image_path: str | Path, output_path: str | Path, *, series_uid: str | None = None, progress: bool = False
+    ) -> Path:
+        """Segment one image (file or DICOM series folder) and write the mask atomically: in the
+        input's geometry, or as a DICOM SEG (`.dcm`) referencing the input series."""
+        from pipeline.inference.case import predict_case
+        from pipeline.io import WRITABLE_SUFFIXES, full_suffix, write_image
+
+        output_path = Path(output_path)
+        as_seg = full_suffix(output_path) == SEG_SUFFIX
+        if not as_seg and full_suffix(output_path) not in WRITABLE_SUFFIXES:
+            raise PredictError(
+                f"output {output_path}: cannot write {full_suffix(output_path) or '(no suffix)'!r}; "
+                f"use one of {', '.join(WRITABLE_SUFFIXES)}, or {SEG_SUFFIX} (DICOM SEG) for a DICOM series input"
+            )
+        if as_seg and not Path(image_path).is_dir():
+            raise PredictError(
+                f"output {output_path}: a DICOM SEG needs a DICOM series folder as input, got {image_path}"
+            )
+        image = read_input(image_path, series_uid)
+        check_image(image, image_path, self.spatial_dims, int(self.up["model_args"]["in_channels"]))
+        mask, _ = predict_case(image, self.net, self.up["preprocessing"], self.settings, progress=progress)
+        if as_seg:
+            from pipeline.export.seg_output import write_prediction_seg
+
+            return write_prediction_seg(output_path, mask, image, image_path, self.meta, self.model_path, series_uid)
+        return write_image(mask, image, output_path)  # atomic: temp file, then rename
 
 
 def predict_file(
@@ -102,49 +161,28 @@ def predict_file(
     device: str = "cpu",
     progress: bool = False,
 ) -> Path:
-    """Segment one image with an exported model and write the mask (input geometry) atomically.
-
-    `tta=None` keeps the exported setting (the evaluate stage's); True/False force it.
-    """
-    from pipeline.export.runtime import load_net
-    from pipeline.inference.case import predict_case
-    from pipeline.inference.settings import InferenceSettings
-    from pipeline.io import WRITABLE_SUFFIXES, full_suffix, write_image
-
-    output_path = Path(output_path)
-    as_seg = full_suffix(output_path) == SEG_SUFFIX
-    if not as_seg and full_suffix(output_path) not in WRITABLE_SUFFIXES:
-        raise PredictError(
-            f"output {output_path}: cannot write {full_suffix(output_path) or '(no suffix)'!r}; "
-            f"use one of {', '.join(WRITABLE_SUFFIXES)}, or {SEG_SUFFIX} (DICOM SEG) for a DICOM series input"
-        )
-    if as_seg and not Path(image_path).is_dir():
-        raise PredictError(f"output {output_path}: a DICOM SEG needs a DICOM series folder as input, got {image_path}")
-    meta, _ = read_metadata(model_path)
-    up = meta["unet_pipeline"]
-    args = up["model_args"]
-    image = read_input(image_path)
-    check_image(image, image_path, int(args["spatial_dims"]), int(args["in_channels"]))
-    settings = InferenceSettings.from_dict(up["inference"])
-    if tta is not None:
-        settings = replace(settings, tta=bool(tta))
-    net = load_net(model_path, device)
-    mask, _ = predict_case(image, net, up["preprocessing"], settings, progress=progress)
-    if as_seg:
-        from pipeline.export.seg_output import write_prediction_seg
-
-        return write_prediction_seg(output_path, mask, image, image_path, meta, model_path)
-    return write_image(mask, image, output_path)  # atomic: temp file, then rename
+    """Segment one image with an exported model and write the mask (input geometry, or a DICOM SEG)."""
+    return Predictor(model_path, tta=tta, device=device).predict(image_path, output_path, progress=progress)
 
 
-def main(args: Any) -> None:
-    """CLI entry: args.model, args.image, args.output, optional args.tta (flag: forces TTA on), args.device."""
-    out = predict_file(
-        args.model,
-        args.image,
-        args.output,
-        tta=True if getattr(args, "tta", False) else None,
-        device=getattr(args, "device", "cpu") or "cpu",
-        progress=True,
-    )
+def is_batch(image: str | Path, output: str | Path) -> bool:
+    """A folder in and a folder out (`-o results/`, no file suffix): every case under the input."""
+    from pipeline.io import WRITABLE_SUFFIXES, full_suffix
+
+    out = Path(output)
+    known = (*WRITABLE_SUFFIXES, SEG_SUFFIX)
+    return Path(image).is_dir() and (out.is_dir() or full_suffix(out) not in known)
+
+
+def main(args: Any) -> int:
+    """CLI entry; returns the number of failed cases (the exit status of a batch run)."""
+    kw = {"tta": True if getattr(args, "tta", False) else None, "device": getattr(args, "device", "cpu") or "cpu"}
+    if is_batch(args.image, args.output):
+        from pipeline.export.batch import predict_folder, summary_table
+
+        outcomes = predict_folder(args.model, args.image, args.output, fmt=getattr(args, "format", "nifti"), **kw)
+        print(summary_table(outcomes))
+        return sum(o.status == "failed" for o in outcomes)
+    out = predict_file(args.model, args.image, args.output, progress=True, **kw)
     print(f"wrote {out}")
+    return 0
