@@ -26,7 +26,7 @@ import common
 MARKER = ".unet_benchmark_workdir"  # a work dir we created, so wiping it on the next run is safe
 
 
-def accuracy_parser(description: str, name: str, preset: str) -> argparse.ArgumentParser:
+def accuracy_parser(description: str, name: str, preset: str, peers: Sequence[str] = ()) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
     p.add_argument(
         "--quick", action="store_true", help="reduced run (few cases, 1 short epoch; < 60 s), same code path"
@@ -66,6 +66,24 @@ def accuracy_parser(description: str, name: str, preset: str) -> argparse.Argume
         help="the shared datasets folder (default: $UNET_SHARED_DATA or ../shared/data)",
     )
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: all cores)")
+    if peers:
+        p.add_argument(
+            "--peer",
+            choices=peers,
+            default=None,
+            help="also train and score a peer tool on the same split and machine (its own venv; see benchmarks/peers/)",
+        )
+        p.add_argument(
+            "--peer-minutes",
+            type=float,
+            default=None,
+            help="the peer's training budget (default: our measured training wall time, budget probe included)",
+        )
+        p.add_argument(
+            "--ablation",
+            action="store_true",
+            help="train the preset and each lever of the benchmark's ABLATIONS table at the same budget",
+        )
     return p
 
 
@@ -275,10 +293,12 @@ def print_header(title: str, args: Any, cfg: Any, times: dict[str, float], wd: P
     print()
 
 
-def start(description: str, name: str, preset: str, dataset: str, must_exist: str) -> tuple[Any, Path, Path]:
+def start(
+    description: str, name: str, preset: str, dataset: str, must_exist: str, peers: Sequence[str] = ()
+) -> tuple[Any, Path, Path]:
     """Parse the common options, set threads, find `<shared>/<dataset>` (it must hold `must_exist`)
     and wipe the work dir; returns (args, source dataset folder, work dir)."""
-    args = accuracy_parser(description, name, preset).parse_args()
+    args = accuracy_parser(description, name, preset, peers).parse_args()
     setup_environment(args.threads)
     src = (args.shared_data or common.shared_data_dir()) / dataset
     if not (src / must_exist).exists():

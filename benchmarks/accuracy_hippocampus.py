@@ -14,7 +14,17 @@ The exported model (<wd>/exported/) is what gets scored on the cases outside ../
 
 Headline (last line): mean Dice of the two labels vs nnU-Net's Decathlon figure (0.90 / 0.89 -> 0.895).
 
+`--peer nnunet` also trains nnU-Net v2 (3d_fullres, fold 0 = our split) in its own venv for the
+same wall-clock minutes as our training took (`--peer-minutes` to change), predicts the 40 cases
+and scores them with our metric code (benchmarks/peers/nnunet.py). It then prints one table, ours
+beside nnU-Net, and the headline's baseline becomes nnU-Net's measured mean Dice.
+
     .venv/bin/python benchmarks/accuracy_hippocampus.py [--quick] [--minutes 60 | --epochs N] [-S key=value ...]
+        [--peer nnunet [--peer-minutes M]] [--ablation]
+
+`--ablation` trains the preset and then each of nnU-Net's levers on top of it (ABLATIONS: deep
+supervision, foreground oversampling at 1/3, SGD + Nesterov 0.99 + lr 1e-2 + poly), each at the
+same budget (`--minutes` / `--epochs`) in `<wd>/ablation/<variant>/`, and prints one row per variant.
 """
 
 from __future__ import annotations
@@ -29,6 +39,18 @@ import common  # puts the repo on sys.path: keep before the pipeline imports
 from pipeline.data.manifest import load_manifest
 
 NNUNET_DICE = {"anterior": 0.90, "posterior": 0.89}  # nnU-Net, Decathlon Task04 (SOURCE.md)
+# `--ablation`: nnU-Net's levers, one at a time on top of the preset, each trained at the same budget
+ABLATIONS: dict[str, dict[str, Any]] = {
+    "preset": {},
+    "deep supervision": {"train.deep_supervision": True},
+    "foreground oversampling 1/3 (nnU-Net's rate)": {"train.pos_fraction": 0.33},
+    "SGD Nesterov 0.99, lr 1e-2, poly 0.9 (nnU-Net's recipe)": {
+        "train.optimizer": "sgd",
+        "train.lr": 0.01,
+        "train.momentum": 0.99,
+        "train.scheduler": "poly",
+    },
+}
 N_VAL = 40
 QUICK_TRAIN, QUICK_VAL = 4, 2  # cases in the --quick subset: the first 4 and the last 2 in sorted order
 
@@ -92,10 +114,93 @@ def score(cfg: Any, class_names: list[str]) -> tuple[list[list[Any]], dict[str, 
     return rows, means, val_ids
 
 
+def our_inference_seconds(cfg: Any, data_dir: Path, val_ids: list[str], out_dir: Path) -> float:
+    """Seconds per case of the standalone predictor's path on the exported ONNX model, loaded once:
+    read, preprocess, predict, write -- the same steps nnU-Net's per-case time covers."""
+    import time
+
+    from pipeline.export.predictor import read_input, read_metadata
+    from pipeline.export.runtime import load_net
+    from pipeline.inference.case import predict_case
+    from pipeline.inference.settings import InferenceSettings
+    from pipeline.io import write_image
+
+    model = Path(cfg.export.output_dir) / "model.onnx"
+    up = read_metadata(model)[0]["unet_pipeline"]
+    settings = InferenceSettings.from_dict(up["inference"])
+    net = load_net(model, "cpu")
+    images = {
+        e["id"]: data_dir / e["images"][0] for e in json.loads((data_dir / "dataset.json").read_text())["training"]
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    for cid in val_ids:
+        image = read_input(images[cid])
+        mask, _ = predict_case(image, net, up["preprocessing"], settings)
+        write_image(mask, image, out_dir / f"{cid}.nii.gz")
+    return (time.perf_counter() - t0) / len(val_ids)
+
+
+def side_by_side(cfg: Any, rows: list[list[Any]], times: dict[str, float], ours_s: float, peer: Any) -> str:
+    """One table: our row beside the peer's, per label and mean, minutes, iterations, inference."""
+    labels = [r[0] for r in rows[:-1]]
+    ours_dice = {r[0]: r[1] for r in rows[:-1]}
+    ours_iou = {r[0]: r[4] for r in rows[:-1]}
+    train_s = times["train"] + times.get("train_probe", 0.0)
+    probe_epochs = 1 if "train_probe" in times else 0
+    ours_it = (cfg.train.epochs + probe_epochs) * cfg.train.iterations_per_epoch
+    table = [[f"Dice {n}", ours_dice[n], peer.dice[n]] for n in labels]
+    table.append(["Dice mean of labels", rows[-1][1], peer.mean_dice])
+    table += [[f"IoU {n}", ours_iou[n], peer.iou[n]] for n in labels]
+    table.append(["IoU mean of labels", rows[-1][4], peer.mean_iou])
+    table += [
+        ["training minutes", train_s / 60, peer.train_s / 60],
+        ["epochs", cfg.train.epochs + probe_epochs, peer.epochs],
+        ["iterations (batch x patch)",
+         f"{ours_it} ({cfg.train.batch_size} x {tuple(cfg.train.patch_size)})",
+         f"{peer.iterations} ({peer.batch_size} x {tuple(peer.patch_size)})"],
+        ["samples seen", ours_it * cfg.train.batch_size, peer.iterations * peer.batch_size],
+        ["inference s/case (read, preprocess, predict, write)", ours_s, peer.infer_s_per_case],
+    ]  # fmt: skip
+    return common.markdown_table(["", "ours", "nnU-Net v2 (3d_fullres)"], table)
+
+
+def ablation(args: Any, import_src: Path, wd: Path, split_layer: Any) -> None:
+    """Each lever of ABLATIONS trained on its own at the same budget; one row each, Dice vs the preset."""
+    import argparse
+
+    table, base = [], None
+    for name, overrides in ABLATIONS.items():
+        sub = acc.prepare_workdir(wd / "ablation" / name.split(" (")[0].replace(" ", "_").replace(",", ""))
+        sets = [*args.set, *(f"{k}={json.dumps(v)}" for k, v in overrides.items())]
+        cfg, times = acc.run_pipeline(
+            argparse.Namespace(**{**vars(args), "set": sets}),
+            import_src,
+            sub,
+            layers=split_layer,
+            quick=quick_overrides(),
+        )
+        _, means, _ = score(cfg, load_manifest(cfg.preprocess.output_dir)["labels"])
+        base = means["mean"] if base is None else base
+        train_min = (times["train"] + times.get("train_probe", 0.0)) / 60
+        labels = [k for k in means if k != "mean"]
+        table.append(
+            [name, cfg.train.epochs, train_min, *(means[k] for k in labels), means["mean"], means["mean"] - base]
+        )
+    print(f"\n## Ablation: nnU-Net's levers, one at a time ({'quick' if args.quick else 'full'} run, same budget)")
+    print(f"machine: {common.machine_info('cpu')}")
+    headers = ["variant", "epochs", "train min", *(f"Dice {k}" for k in labels), "Dice mean", "vs preset"]
+    print(common.markdown_table(headers, table))
+    best = max(table, key=lambda r: r[-2])
+    common.emit_result("hippocampus_ablation_best_mean_dice", best[-2], base, "Dice", best=best[0])
+
+
 def main() -> None:
     args, src, wd = acc.start(
-        __doc__.splitlines()[0], "hippocampus", "hippocampus-3d.yaml", "hippocampus-mri", "dataset.json"
+        __doc__.splitlines()[0], "hippocampus", "hippocampus-3d.yaml", "hippocampus-mri", "dataset.json", ("nnunet",)
     )
+    if args.ablation and args.peer:
+        raise SystemExit("error: --ablation and --peer are separate runs; pick one")
 
     import_src = quick_source(src, wd / "source_subset") if args.quick else src
     n_val = QUICK_VAL if args.quick else N_VAL
@@ -108,6 +213,9 @@ def main() -> None:
         split.update(train=ids[:-n_val], val=ids[-n_val:])  # 220 cases: the first 180 train, the last 40 validate
         return [{"preprocess.split": split}]
 
+    if args.ablation:
+        ablation(args, import_src, wd, split_layer)
+        return
     cfg, times = acc.run_pipeline(args, import_src, wd, layers=split_layer, quick=quick_overrides())
     class_names = load_manifest(cfg.preprocess.output_dir)["labels"]
     rows, means, val_ids = score(cfg, class_names)
@@ -124,7 +232,26 @@ def main() -> None:
     )
     print()
     print(acc.stage_table(times))
-    common.emit_result("hippocampus_val_mean_dice_anterior_posterior", means["mean"], baseline, "Dice")
+    metric = "hippocampus_val_mean_dice_anterior_posterior"
+    if args.peer is None:
+        common.emit_result(metric, means["mean"], baseline, "Dice")
+        return
+
+    from peers.nnunet import run_peer
+
+    ours_s = our_inference_seconds(cfg, wd / "data", val_ids, wd / "predictions_onnx")
+    budget_s = 60.0 * args.peer_minutes if args.peer_minutes else times["train"] + times.get("train_probe", 0.0)
+    print(f"\n=== nnU-Net v2 peer: {budget_s / 60:.1f} min training budget ===", flush=True)
+    peer = run_peer(
+        wd / "data", split, class_names, wd, budget_s, threads=args.threads or common.cpu_cores(), quick=args.quick
+    )
+    print(f"\n## Ours beside nnU-Net v2 ({'quick' if args.quick else 'full'} run, same split, same machine)")
+    print(f"nnU-Net: plan + preprocess {peer.plan_s:.0f} s (not counted as training); log {peer.extra['log']}")
+    print(side_by_side(cfg, rows, times, ours_s, peer))
+    print()
+    common.emit_result(
+        metric, means["mean"], peer.mean_dice, "Dice", peer={"name": peer.name, "mean_dice": round(peer.mean_dice, 6)}
+    )
 
 
 if __name__ == "__main__":

@@ -249,8 +249,9 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
     return "\n".join(lines)
 
 
-def emit_result(metric: str, ours: float, baseline: float, unit: str) -> dict[str, Any]:
-    """Print the one-line JSON summary; it must be the script's very last line of output."""
+def emit_result(metric: str, ours: float, baseline: float, unit: str, **extra: Any) -> dict[str, Any]:
+    """Print the one-line JSON summary; it must be the script's very last line of output.
+    `extra` adds keys (e.g. `peer={"name": ..., "mean_dice": ...}`) after the standard ones."""
     ratio = ours / baseline if baseline and not math.isnan(baseline) else float("nan")
     record = {
         "metric": metric,
@@ -258,6 +259,7 @@ def emit_result(metric: str, ours: float, baseline: float, unit: str) -> dict[st
         "baseline": _json_num(baseline),
         "ratio": _json_num(ratio),
         "unit": unit,
+        **extra,
     }
     sys.stderr.flush()
     print(json.dumps(record), flush=True)
