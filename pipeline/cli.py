@@ -125,6 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="batch output for DICOM series (image files always give NIfTI)",
     )
     pred.add_argument("--tta", action="store_true", help="flip test-time augmentation")
+    pred.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse inputs unlike the training data (spacing 2x off, intensities or modality); default: warn",
+    )
     pred.add_argument("--device", default="cpu", help="cpu or cuda (TorchScript only)")
     pred.set_defaults(func=_cmd_predict)
     return parser

@@ -102,6 +102,7 @@ def predict_folder(
     out_dir.mkdir(parents=True, exist_ok=True)
     for case in tqdm(cases, desc="predict", unit="case", disable=not progress):
         t0 = time.perf_counter()
+        predictor.last_findings = []
         try:
             reason = _skip_reason(case, predictor)
             if reason is not None:
@@ -111,7 +112,8 @@ def predict_folder(
             out = predictor.predict(
                 case.path, out_dir / f"{case.name}{suffix}", series_uid=case.series.uid if case.series else None
             )
-            outcomes.append(Outcome(case.name, "ok", str(out), seconds=time.perf_counter() - t0))
+            note = f"{out} (warning: {'; '.join(predictor.last_findings)})" if predictor.last_findings else str(out)
+            outcomes.append(Outcome(case.name, "ok", note, seconds=time.perf_counter() - t0))
         except PipelineError as exc:
             outcomes.append(Outcome(case.name, "failed", detail=str(exc), seconds=time.perf_counter() - t0))
         except Exception as exc:  # one unreadable case must not end the batch; report it by name

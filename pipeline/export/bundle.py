@@ -320,7 +320,8 @@ def inference_config(meta: Mapping[str, Any]) -> dict[str, Any]:
     """A MONAI bundle config (inference.json) equivalent to the standalone predictor.
 
     Run it with `python -m monai.bundle run --config_file configs/inference.json --meta_file
-    configs/metadata.json --bundle_root <bundle> --input_image <image.nii.gz> [--output_dir DIR]`.
+    configs/metadata.json --bundle_root <bundle> --input_image <image.nii.gz> [--output_dir DIR]`;
+    `--input_image <DICOM series folder> --output_format dicom-seg` also writes a DICOM SEG.
     """
     up = meta["unet_pipeline"]
     s = up["inference"]
@@ -340,6 +341,8 @@ def inference_config(meta: Mapping[str, Any]) -> dict[str, Any]:
         "input_image": "",
         "output_dir": "$@bundle_root + '/eval'",
         "output_postfix": "seg",
+        # "dicom-seg": input_image is a DICOM series folder; a SEG referencing it is written beside the NIfTI
+        "output_format": "nifti",
         "device": "$torch.device('cuda:0' if torch.cuda.is_available() else 'cpu')",
         "network_def": "$torch.jit.load(@bundle_root + '/" + BUNDLE_TS + "', map_location='cpu')",
         "network": "$@network_def.to(@device)",
@@ -348,7 +351,10 @@ def inference_config(meta: Mapping[str, Any]) -> dict[str, Any]:
         "dataset": {"_target_": "Dataset", "data": "$[{'image': @input_image}]", "transform": "@preprocessing"},
         "inferer": inferer,
         "postprocessing": {"_target_": "Compose", "transforms": post},
-        "run": ["$infer_all(@dataset, @network, @inferer, @postprocessing, @device)"],
+        "run": [
+            "$infer_all(@dataset, @network, @inferer, @postprocessing, @device, "
+            "seg_to=(@output_dir if @output_format == 'dicom-seg' else None), bundle_root=@bundle_root)"
+        ],
     }
 
 
@@ -485,6 +491,11 @@ def build_bundle(
         provenance=provenance,
     )
     meta["unet_pipeline"]["label_codes"] = label_codes(cfg, manifest.labels)
+    fingerprint = Path(cfg.preprocess.output_dir) / "fingerprint.json"
+    if fingerprint.is_file():  # the predictor's out-of-distribution check compares each input with it
+        from pipeline.export.ood import training_fingerprint
+
+        meta["unet_pipeline"]["training_fingerprint"] = training_fingerprint(json.loads(fingerprint.read_text()))
     write_json(out / METADATA, meta)
     write_json(out / INFERENCE, inference_config(meta))
     note = "; the overlap-tile inferer" if padding == "valid" else ""

@@ -8,6 +8,7 @@ and MONAI Deploy, which read those keys and run their own loops.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 
@@ -17,8 +18,12 @@ def infer_all(
     inferer: Callable[..., Any],
     postprocessing: Callable[[dict[str, Any]], Any],
     device: Any = "cpu",
+    seg_to: str | None = None,
+    bundle_root: str | None = None,
 ) -> list[Any]:
-    """Run `inferer(image[None], network)` on every preprocessed item and post-process it."""
+    """Run `inferer(image[None], network)` on every preprocessed item and post-process it; with
+    `seg_to`, also write a DICOM SEG of each mask there (the item's source must be a DICOM series
+    folder). The DICOM part runs here, in Python, never inside the TorchScript network."""
     import torch
 
     results = []
@@ -27,5 +32,22 @@ def infer_all(
             image = item["image"]
             pred = inferer(torch.as_tensor(image)[None].to(device), network)
             item["pred"] = torch.as_tensor(pred)[0].detach().cpu()
-            results.append(postprocessing(item))
+            out = postprocessing(item)
+            if seg_to is not None:
+                _write_seg(out, Path(seg_to), Path(bundle_root or "."))
+            results.append(out)
     return results
+
+
+def _write_seg(item: dict[str, Any], out_dir: Path, bundle_root: Path) -> Path:
+    import json
+
+    from pipeline.export.seg_output import write_prediction_seg
+    from pipeline.io import read_image
+
+    source = Path(str(item["pred"].meta.get("filename_or_obj") or item["image"].meta["filename_or_obj"]))
+    meta = json.loads((bundle_root / "configs" / "metadata.json").read_text())
+    image = read_image(source)  # the source geometry the mask was inverted to
+    return write_prediction_seg(
+        out_dir / f"{source.name}_seg.dcm", item["pred"], image, source, meta, bundle_root / "models" / "model.ts"
+    )

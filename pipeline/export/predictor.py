@@ -107,7 +107,9 @@ def resolve_model(model: str | Path) -> Path:
 class Predictor:
     """An exported model loaded once (metadata checked, runtime session open), for one or many cases."""
 
-    def __init__(self, model_path: str | Path, *, tta: bool | None = None, device: str = "cpu") -> None:
+    def __init__(
+        self, model_path: str | Path, *, tta: bool | None = None, device: str = "cpu", strict: bool = False
+    ) -> None:
         from pipeline.export.runtime import load_net
         from pipeline.inference.settings import InferenceSettings
 
@@ -118,6 +120,8 @@ class Predictor:
         if tta is not None:  # None keeps the exported setting (the evaluate stage's)
             self.settings = replace(self.settings, tta=bool(tta))
         self.net = load_net(self.model_path, device)
+        self.strict = strict  # refuse (rather than warn about) inputs unlike the training data
+        self.last_findings: list[str] = []
 
     @property
     def spatial_dims(self) -> int:
@@ -144,12 +148,38 @@ class Predictor:
             )
         image = read_input(image_path, series_uid)
         check_image(image, image_path, self.spatial_dims, int(self.up["model_args"]["in_channels"]))
+        self._check_distribution(image, image_path, series_uid)
         mask, _ = predict_case(image, self.net, self.up["preprocessing"], self.settings, progress=progress)
         if as_seg:
             from pipeline.export.seg_output import write_prediction_seg
 
             return write_prediction_seg(output_path, mask, image, image_path, self.meta, self.model_path, series_uid)
         return write_image(mask, image, output_path)  # atomic: temp file, then rename
+
+    def _check_distribution(self, image: Any, image_path: str | Path, series_uid: str | None) -> None:
+        """Warn (or, strict, refuse) when the input lies far outside the training fingerprint."""
+        import warnings
+
+        from pipeline.export.ood import findings
+
+        tag = series_modality(image_path, series_uid) if Path(image_path).is_dir() else None
+        self.last_findings = findings(image, self.up.get("training_fingerprint"), tag)
+        if not self.last_findings:
+            return
+        msg = f"{image_path}: unlike the training data: " + "; ".join(self.last_findings)
+        if self.strict:
+            raise PredictError(msg + " (refused: --strict)")
+        warnings.warn(msg + "; check the mask before use", UserWarning, stacklevel=3)
+
+
+def series_modality(folder: str | Path, series_uid: str | None = None) -> str | None:
+    """The Modality tag of a DICOM series folder's first instance."""
+    import pydicom
+
+    from pipeline.io import dicom_series_files
+
+    _, files = dicom_series_files(folder, series_uid)
+    return str(getattr(pydicom.dcmread(files[0], stop_before_pixels=True), "Modality", "") or "") or None
 
 
 def predict_file(
@@ -160,9 +190,11 @@ def predict_file(
     tta: bool | None = None,
     device: str = "cpu",
     progress: bool = False,
+    strict: bool = False,
 ) -> Path:
     """Segment one image with an exported model and write the mask (input geometry, or a DICOM SEG)."""
-    return Predictor(model_path, tta=tta, device=device).predict(image_path, output_path, progress=progress)
+    predictor = Predictor(model_path, tta=tta, device=device, strict=strict)
+    return predictor.predict(image_path, output_path, progress=progress)
 
 
 def is_batch(image: str | Path, output: str | Path) -> bool:
@@ -176,7 +208,11 @@ def is_batch(image: str | Path, output: str | Path) -> bool:
 
 def main(args: Any) -> int:
     """CLI entry; returns the number of failed cases (the exit status of a batch run)."""
-    kw = {"tta": True if getattr(args, "tta", False) else None, "device": getattr(args, "device", "cpu") or "cpu"}
+    kw = {
+        "tta": True if getattr(args, "tta", False) else None,
+        "device": getattr(args, "device", "cpu") or "cpu",
+        "strict": bool(getattr(args, "strict", False)),
+    }
     if is_batch(args.image, args.output):
         from pipeline.export.batch import predict_folder, summary_table
 
