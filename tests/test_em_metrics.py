@@ -45,9 +45,9 @@ def test_one_split_by_hand() -> None:
     truth = np.ones((7, 12), np.float32)
     split = truth.copy()
     split[:, 4] = 0  # left 7 x 4 = 28, line 7, right 7 x 7 = 49
-    a, l, b = 28, 7, 49
-    n = a + l + b
-    recall = (a * a + b * b + l) / n**2
+    a, line, b = 28, 7, 49
+    n = a + line + b
+    recall = (a * a + b * b + line) / n**2
     s = split_merge_scores(truth_cells(truth), thinned_segments(split, 0.5))
     assert s.rand_precision == pytest.approx(1.0)
     assert s.rand_recall == pytest.approx(recall)
