@@ -54,7 +54,7 @@ def write_series(
         ds.SOPClassUID = MRImageStorage
         ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study_uid, series_uid, frame_uid
         ds.Modality = modality
-        ds.PatientName, ds.PatientID = "Test^Phantom", "PHANTOM-1"
+        ds.PatientName, ds.PatientID, ds.StudyID = "Test^Phantom", "PHANTOM-1", "1"
         ds.StudyDate, ds.StudyTime, ds.SeriesNumber, ds.InstanceNumber = "20261130", "120000", series_number, k + 1
         ds.ImagePositionPatient = [float(v) for v in np.asarray(origin) + k * spacing[2] * normal]
         ds.ImageOrientationPatient = [float(v) for v in (*row_dir, *col_dir)]

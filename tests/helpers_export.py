@@ -138,6 +138,7 @@ def make_workspace(
     n_cases: int = 2,
     registered_model_name: str = "unet-test",
     label_codes: dict[str, Any] | None = None,
+    train_steps: int = 4,
 ) -> Any:
     """data/ with raw NIfTI cases (the canonical layout), preprocessed/ written by the real preprocess
     stage, a checkpoint from `tiny_trained_unet` saved like the train stage does, and the Config."""
@@ -191,7 +192,7 @@ def make_workspace(
     }
     cfg = parse_config(raw)
     preprocess.run(cfg)
-    net = tiny_trained_unet(dims, w["padding"], w["features"])
+    net = tiny_trained_unet(dims, w["padding"], w["features"], steps=train_steps)
     args = make_model_args(cfg.model, dims, 1, len(labels))
     save_checkpoint(
         {"model": net.state_dict(), "model_args": args, "epoch": 1, "best_metric": 0.5},

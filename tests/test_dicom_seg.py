@@ -141,7 +141,9 @@ HIPPOCAMPUS = {
 def exported_3d(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from helpers_export import run_stage
 
-    out = run_stage(tmp_path_factory.mktemp("seg_export"), "3d-same", label_codes={"a": HIPPOCAMPUS})
+    # 300 steps: enough that the net marks some voxels "a" (4 steps leave every mask empty, which
+    # would make the pixel comparisons below vacuous)
+    out = run_stage(tmp_path_factory.mktemp("seg_export"), "3d-same", label_codes={"a": HIPPOCAMPUS}, train_steps=300)
     return out["exported"] / "model.onnx"
 
 
@@ -176,11 +178,13 @@ def test_predict_writes_a_seg_equal_to_its_nifti_mask(tmp_path: Path, exported_3
     seg, nii = _predict_both(exported_3d, tmp_path / "series", tmp_path)
     sources = [pydicom.dcmread(str(f), stop_before_pixels=True) for f in files]
     _check_against_sources(seg, sources, _nifti_at_source_pixels(nii))
+    _dciodvfy_clean(tmp_path / "seg.dcm")
+    assert seg.pixel_array.any(), "an empty mask would make the pixel comparison vacuous"
     # segments: one per foreground label, codes from the config's `labels` block, else generic
     a, b = seg.SegmentSequence
     assert (a.SegmentLabel, b.SegmentLabel) == ("a", "b")
     assert a.SegmentedPropertyTypeCodeSequence[0].CodeValue == "5366008"
-    assert a.SegmentedPropertyTypeModifierCodeSequence[0].CodeMeaning == "Anterior"
+    assert a.SegmentedPropertyTypeCodeSequence[0].SegmentedPropertyTypeModifierCodeSequence[0].CodeMeaning == "Anterior"
     assert b.SegmentedPropertyCategoryCodeSequence[0].CodeMeaning == "Tissue"
     assert b.SegmentedPropertyTypeCodeSequence[0].CodeMeaning == "Anatomical Structure"
     algo = (
@@ -207,6 +211,19 @@ def test_real_series_give_readable_segs(tmp_path: Path, exported_3d: Path, share
         seg, nii = _predict_both(exported_3d, folder, out)
         sources = [pydicom.dcmread(str(f), stop_before_pixels=True) for f in dicom_series_files(folder)[1]]
         _check_against_sources(seg, sources, _nifti_at_source_pixels(nii))
+        _dciodvfy_clean(out / "seg.dcm")
+
+
+def _dciodvfy_clean(path: Path) -> None:
+    """dicom3tools' IOD validator, where installed (`apt install dicom3tools`): no errors, no warnings."""
+    import shutil
+    import subprocess
+
+    if shutil.which("dciodvfy") is None:
+        return
+    proc = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
+    report = (proc.stdout + proc.stderr).strip().splitlines()
+    assert report[:1] == ["Segmentation"] and not [ln for ln in report if ln.startswith(("Error", "Warning"))], report
 
 
 def test_seg_needs_a_dicom_series_input(tmp_path: Path, exported_3d: Path) -> None:
@@ -218,3 +235,32 @@ def test_seg_needs_a_dicom_series_input(tmp_path: Path, exported_3d: Path) -> No
     with pytest.raises(PredictError, match="needs a DICOM series folder"):
         predict_file(exported_3d, image, tmp_path / "out.dcm")
     assert not (tmp_path / "out.dcm").exists()
+
+
+def test_bundle_run_writes_the_predictors_seg(tmp_path: Path, exported_3d: Path) -> None:
+    """`python -m monai.bundle run ... --output_format dicom-seg` on a DICOM series: the same SEG
+    frames as the predictor on the same TorchScript model (the DICOM part runs outside the network)."""
+    import os
+    import subprocess
+    import sys
+
+    from pipeline.export.predictor import predict_file
+
+    _phantom_series(tmp_path / "series", GEOMETRIES["oblique"])
+    bundle, out = exported_3d.parent, tmp_path / "bundle_out"
+    repo = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(bundle / "configs/inference.json"),
+           "--meta_file", str(bundle / "configs/metadata.json"), "--bundle_root", str(bundle),
+           "--input_image", str(tmp_path / "series"), "--output_dir", str(out),
+           "--output_format", "dicom-seg"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (from_bundle,) = out.glob("*.dcm")
+    with pytest.warns(UserWarning, match="no codes"):
+        from_predictor = predict_file(bundle / "model.ts", tmp_path / "series", tmp_path / "pred.dcm")
+    a, b = _frames_by_source(_read_seg(from_bundle)), _frames_by_source(_read_seg(from_predictor))
+    assert a.keys() == b.keys() and len(a) > 0
+    for key in a:
+        np.testing.assert_array_equal(a[key][0], b[key][0], err_msg=str(key))
+    assert any(frame.any() for frame, _ in a.values())

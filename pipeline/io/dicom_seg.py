@@ -153,9 +153,11 @@ def _segment_descriptions(segments: Sequence[SegmentSpec], algorithm: Algorithm)
             algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
             algorithm_identification=algo,
         )
-        if s.modifier is not None:  # (0062,0011): e.g. laterality or region of the property type
+        if s.modifier is not None:  # (0062,0011) sits inside the property type's code item (dciodvfy-clean)
             m = s.modifier
-            item.SegmentedPropertyTypeModifierCodeSequence = [hd.sr.CodedConcept(m.value, m.scheme, m.meaning)]
+            item.SegmentedPropertyTypeCodeSequence[0].SegmentedPropertyTypeModifierCodeSequence = [
+                hd.sr.CodedConcept(m.value, m.scheme, m.meaning)
+            ]
         out.append(item)
     return out
 
