@@ -241,6 +241,17 @@ def read_mask(path: Path) -> Any:
     return np.asarray(read_image(path))[0].astype(np.int64)
 
 
+def read_image_array(path: Path) -> Any:
+    """A single-channel image's voxels (spatial only, source dtype) through the pipeline's reader."""
+    import numpy as np
+
+    from pipeline.io import read_image
+
+    if not path.is_file():
+        raise SystemExit(f"error: {path} not found")
+    return np.asarray(read_image(path))[0]
+
+
 def eval_scores(cfg: Any) -> dict[tuple[str, str], dict[str, float]]:
     """Dice / IoU per (case, class) as the evaluate stage computed them (`reports/metrics.csv`,
     `pipeline.evaluation.metrics`), so a benchmark reports the pipeline's own numbers."""

@@ -168,6 +168,9 @@ class InferenceConfig(_Strict):
 class EvaluateConfig(_Strict):
     predictions_dir: Path = Path("predictions")
     reports_dir: Path = Path("reports")
+    # EM: the ISBI challenge's V_Rand / V_Info after thinning (2D), cells = not `boundary_class`
+    instance_metrics: bool = False
+    boundary_class: str | None = None  # the label that separates instances, e.g. "membrane"
 
 
 class CodeConfig(_Strict):
@@ -234,6 +237,11 @@ class Config(_Strict):
             raise ValueError(
                 f"train.augment.flip_axes={axes} must be distinct axes in 0..{d - 1} (data.spatial_dims={d}); "
                 "use flip: false to turn mirroring off"
+            )
+        if self.evaluate.instance_metrics and (d != 2 or not self.evaluate.boundary_class):
+            raise ValueError(
+                "evaluate.instance_metrics needs data.spatial_dims: 2 and evaluate.boundary_class (the label that "
+                "separates cells, e.g. membrane)"
             )
         if self.train.deep_supervision and self.model.padding != "same":
             raise ValueError(

@@ -163,3 +163,51 @@ def test_evaluate_prediction_equals_predict_case_with_no_inverse_warning(workdir
     assert not [w for w in caught if "no invertible transforms" in str(w.message)]
     stage = np.asarray(nib.load(str(root / cfg.evaluate.predictions_dir / f"{case['id']}.nii.gz")).dataobj)
     assert np.array_equal(torch.as_tensor(mask)[0].numpy(), stage)
+
+
+def test_instance_metrics_score_the_stage_probabilities(workdir) -> None:
+    """`evaluate.instance_metrics`: metrics.json (and the MLflow run) gain the challenge's V_Rand /
+    V_Info after thinning, equal to `em_metrics` on the same probabilities recomputed here."""
+    import shutil
+
+    from mlflow.tracking import MlflowClient
+
+    from pipeline.evaluation.em_metrics import scores_after_thinning
+    from pipeline.inference.case import load_source_image, predict_case
+    from pipeline.inference.settings import InferenceSettings
+    from pipeline.stages import evaluate
+    from pipeline.training.checkpoint import load_trained_net
+
+    cfg, root, manifest = workdir
+    em = cfg.model_copy(deep=True)
+    em.evaluate.instance_metrics, em.evaluate.boundary_class = True, "background"  # objects apart on background
+    em.evaluate.reports_dir, em.evaluate.predictions_dir = Path("reports_em"), Path("predictions_em")
+    (root / "reports_em").mkdir(exist_ok=True)
+    shutil.copy(root / cfg.evaluate.reports_dir / "mlflow_run.json", root / "reports_em" / "mlflow_run.json")
+    evaluate.run(em, device="cpu")
+    summary = json.loads((root / "reports_em" / "metrics.json").read_text())
+
+    net, ckpt = load_trained_net(root / cfg.train.output_dir / "best.pt", "cpu")
+    settings = InferenceSettings.from_config(cfg, ckpt["model_args"])
+    truths, cells = [], []
+    for case in _val_cases(manifest):
+        _, prob = predict_case(case["source_images"], net, manifest["preprocessing"], settings)
+        label = np.asarray(load_source_image([case["source_label"]]))[0]
+        truths.append((label != 0).astype(np.float32))
+        cells.append(1.0 - np.asarray(prob, dtype=np.float32)[0])
+    want = scores_after_thinning(truths, cells)
+    assert summary["v_rand_thinned"] == pytest.approx(want["v_rand"], abs=1e-9)
+    assert summary["v_info_thinned"] == pytest.approx(want["v_info"], abs=1e-9)
+    assert 0.0 < summary["v_rand_thinned"] <= 1.0 and summary["v_rand_threshold"] == want["v_rand_threshold"]
+    ref = json.loads((root / "reports_em" / "mlflow_run.json").read_text())
+    metrics = MlflowClient(tracking_uri=os.environ["MLFLOW_TRACKING_URI"]).get_run(ref["run_id"]).data.metrics
+    assert metrics["eval_v_rand_thinned"] == pytest.approx(summary["v_rand_thinned"])
+
+
+def test_instance_metrics_need_a_2d_boundary_class() -> None:
+    from helpers_eval import PIPELINE_CONFIG
+
+    from pipeline.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError, match="instance_metrics needs"):
+        parse_config({**PIPELINE_CONFIG, "evaluate": {"instance_metrics": True}})

@@ -28,13 +28,17 @@ class Scores:
 
     records: list[dict[str, Any]] = field(default_factory=list)
     per_case: list[dict[str, Any]] = field(default_factory=list)
+    instance: dict[str, float] = field(default_factory=dict)  # V_Rand / V_Info after thinning (EM)
 
     def ranked(self) -> list[dict[str, Any]]:
         return sorted(self.per_case, key=lambda e: (e["dice"], e["case"]))
 
 
-def score_held_out(manifest: Manifest, net: Net, settings: InferenceSettings, pred_dir: Path) -> Scores:
-    """Predict every val case into `pred_dir/<id>.nii.gz` and score it against its raw label."""
+def score_held_out(
+    manifest: Manifest, net: Net, settings: InferenceSettings, pred_dir: Path, boundary: int | None = None
+) -> Scores:
+    """Predict every val case into `pred_dir/<id>.nii.gz` and score it against its raw label; with
+    `boundary` (a class index), also the challenge's V_Rand / V_Info of the cells it separates."""
     from tqdm import tqdm
 
     from pipeline.evaluation.metrics import case_metrics, foreground_mean, metric_records
@@ -43,21 +47,30 @@ def score_held_out(manifest: Manifest, net: Net, settings: InferenceSettings, pr
 
     names = manifest.labels
     scores = Scores()
+    truths, cell_probs = [], []  # 2D slices, kept only for the instance metrics (small)
     for cid in tqdm(manifest.split("val"), desc="evaluate", unit="case"):
         images, label_path = manifest.sources(cid)
         source = load_source_image(images)
-        mask, _ = predict_case(source, net, manifest["preprocessing"], settings)
+        mask, prob = predict_case(source, net, manifest["preprocessing"], settings)
         write_image(mask, source, pred_dir / f"{cid}.nii.gz")
         label = load_source_image([label_path])
         if tuple(label.shape[1:]) != tuple(source.shape[1:]):
             raise InputError(
                 f"case {cid}: label {label_path} has shape {tuple(label.shape[1:])}, image {tuple(source.shape[1:])}"
             )
+        if boundary is not None:
+            truths.append((np.asarray(label)[0] != boundary).astype(np.float32))
+            cell_probs.append(1.0 - np.asarray(prob, dtype=np.float32)[boundary])
         rows = case_metrics(mask, label, len(names), spacing_from_affine(np.asarray(source.affine)))
         scores.records += metric_records(cid, rows, names)
         entry = {"case": cid, "dice": foreground_mean(rows, "dice"), "iou": foreground_mean(rows, "iou")}
         entry.update({f"dice_{names[k]}": rows[k]["dice"] for k in range(1, len(names))})
         scores.per_case.append(entry)
+    if boundary is not None:
+        from pipeline.evaluation.em_metrics import scores_after_thinning
+
+        em = scores_after_thinning(truths, cell_probs)
+        scores.instance = {f"{k}_thinned" if not k.endswith("threshold") else k: v for k, v in em.items()}
     return scores
 
 
@@ -66,7 +79,7 @@ def write_reports(reports: Path, scores: Scores, class_names: list[str]) -> dict
     from pipeline.evaluation.metrics import summarize
     from pipeline.io import write_csv, write_text_atomic
 
-    summary = summarize(scores.records, class_names)
+    summary = {**summarize(scores.records, class_names), **scores.instance}
     write_csv(reports / "metrics.csv", scores.records, METRICS_COLUMNS)
     write_text_atomic(reports / "metrics.json", json.dumps(summary, indent=2) + "\n")
     ranked = scores.ranked()

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pipeline.config import Config
+from pipeline.config import Config, ConfigError
 
 
 def run(cfg: Config, checkpoint: str | Path | None = None, device: str | None = None) -> None:
@@ -33,14 +33,26 @@ def run(cfg: Config, checkpoint: str | Path | None = None, device: str | None = 
     net, ckpt, _ = load_best_checkpoint(cfg, manifest.labels, checkpoint, device)
     settings = InferenceSettings.from_config(cfg, ckpt["model_args"])
     reports = Path(cfg.evaluate.reports_dir)
+    boundary = None
+    if cfg.evaluate.instance_metrics:
+        if cfg.evaluate.boundary_class not in manifest.labels:
+            raise ConfigError(
+                f"evaluate.boundary_class={cfg.evaluate.boundary_class!r} is not a label of the dataset "
+                f"{manifest.labels}"
+            )
+        boundary = manifest.labels.index(cfg.evaluate.boundary_class)
     with atomic_dir(cfg.evaluate.predictions_dir) as pred_dir:
-        scores = score_held_out(manifest, net, settings, pred_dir)
+        scores = score_held_out(manifest, net, settings, pred_dir, boundary)
         summary = write_reports(reports, scores, manifest.labels)
         figures = write_figures(reports / "figures", manifest, pred_dir, scores)
     log_evaluation(cfg, reports, summary, figures, settings)
     dice, iou = summary.get("dice_mean_foreground", float("nan")), summary.get("iou_mean_foreground", float("nan"))
     n = len(scores.per_case)
     print(f"evaluate: {n} cases, mean foreground Dice {dice:.4f}, IoU {iou:.4f} -> {reports / 'metrics.json'}")
+    if scores.instance:
+        print(
+            f"evaluate: V_Rand {summary['v_rand_thinned']:.4f}, V_Info {summary['v_info_thinned']:.4f} (after thinning)"
+        )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
