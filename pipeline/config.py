@@ -127,7 +127,9 @@ class TrainConfig(_Strict):
     # network *output* patch size; in valid mode the input patch is the legal size around it
     patch_size: list[int] = Field(default_factory=lambda: [128, 128])
     pos_fraction: float = Field(0.67, ge=0.0, le=1.0)  # share of patches centred on foreground
-    loss: Literal["dice_ce", "weighted_ce"] = "dice_ce"
+    # dice_ce: MONAI Dice + CE; weighted_ce: the paper's border-weighted CE; dice_weighted_ce: Dice +
+    # that weighted CE (the last two read preprocess.border_weights' map)
+    loss: Literal["dice_ce", "weighted_ce", "dice_weighted_ce"] = "dice_ce"
     # loss on every decoder level, weights halving with depth (nnU-Net); 'same' padding only
     deep_supervision: bool = False
     ignore_label: int | None = None
@@ -153,6 +155,11 @@ class TrainConfig(_Strict):
             raise ValueError(f"patch sizes must be > 0, got {v}")
         return v
 
+    @property
+    def uses_weight_map(self) -> bool:
+        """The loss reads the preprocess stage's border weight map."""
+        return self.loss in ("weighted_ce", "dice_weighted_ce")
+
 
 class InferenceConfig(_Strict):
     # valid: output tile size (input tile = legal size around it); same: sliding-window ROI.
@@ -165,12 +172,27 @@ class InferenceConfig(_Strict):
     keep_largest_component: bool = False
 
 
+class WatershedConfig(_Strict):
+    """The seeded watershed that cuts cells out of the boundary probability (pipeline.inference.instances).
+
+    The defaults sit mid-plateau of a sweep on ISBI 2012 (benchmarks/README.md), not at its peak.
+    """
+
+    threshold: float = Field(0.8, gt=0.0, lt=1.0)  # seeds where p(cell) = 1 - p(boundary) exceeds this
+    marker_h: float = Field(4.0, gt=0.0)  # px: distance maxima less prominent than this merge into one seed
+    sigma: float = Field(1.0, ge=0.0)  # px: Gaussian smoothing of p(boundary) first
+
+
 class EvaluateConfig(_Strict):
     predictions_dir: Path = Path("predictions")
     reports_dir: Path = Path("reports")
     # EM: the ISBI challenge's V_Rand / V_Info after thinning (2D), cells = not `boundary_class`
     instance_metrics: bool = False
     boundary_class: str | None = None  # the label that separates instances, e.g. "membrane"
+    # instances: an instance label image beside each mask (evaluate, predict, the bundle), scored
+    # with the challenge's split / merge scores when instance_metrics is on
+    instances: Literal["none", "watershed"] = "none"
+    watershed: WatershedConfig = Field(default_factory=WatershedConfig)
 
 
 class CodeConfig(_Strict):
@@ -242,6 +264,11 @@ class Config(_Strict):
             raise ValueError(
                 "evaluate.instance_metrics needs data.spatial_dims: 2 and evaluate.boundary_class (the label that "
                 "separates cells, e.g. membrane)"
+            )
+        if self.evaluate.instances != "none" and not self.evaluate.boundary_class:
+            raise ValueError(
+                f"evaluate.instances: {self.evaluate.instances} needs evaluate.boundary_class (the label that "
+                "separates the instances, e.g. membrane)"
             )
         if self.train.deep_supervision and self.model.padding != "same":
             raise ValueError(

@@ -139,6 +139,7 @@ def make_workspace(
     registered_model_name: str = "unet-test",
     label_codes: dict[str, Any] | None = None,
     train_steps: int = 4,
+    evaluate: dict[str, Any] | None = None,
 ) -> Any:
     """data/ with raw NIfTI cases (the canonical layout), preprocessed/ written by the real preprocess
     stage, a checkpoint from `tiny_trained_unet` saved like the train stage does, and the Config."""
@@ -181,7 +182,11 @@ def make_workspace(
         "model": {"features": w["features"], "padding": w["padding"]},
         "train": {"output_dir": str(root / "checkpoints"), "patch_size": w["tile"]},
         "inference": {"tile_size": w["tile"], "batch_size": 2, "overlap": 0.25},
-        "evaluate": {"predictions_dir": str(root / "predictions"), "reports_dir": str(root / "reports")},
+        "evaluate": {
+            "predictions_dir": str(root / "predictions"),
+            "reports_dir": str(root / "reports"),
+            **(evaluate or {}),
+        },
         "tracking": {
             "tracking_uri": f"sqlite:///{root / 'mlflow.db'}",
             "experiment": "export-test",

@@ -174,7 +174,7 @@ def test_registered_model_loads_from_mlflow_and_predicts(workdir, val_case) -> N
     assert artifacts == {"metadata.json", "inference.json"}
 
 
-def _bundle_run(exported: Path, image: Path, out_dir: Path) -> Path:
+def _bundle_run(exported: Path, image: Path, out_dir: Path, pattern: str = "*.nii.gz") -> Path:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
     cmd = [
         sys.executable,
@@ -203,7 +203,7 @@ def _bundle_run(exported: Path, image: Path, out_dir: Path) -> Path:
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    (out,) = list(out_dir.glob("*.nii.gz"))
+    (out,) = list(out_dir.glob(pattern))
     return out
 
 

@@ -167,13 +167,19 @@ def test_evaluate_prediction_equals_predict_case_with_no_inverse_warning(workdir
 
 def test_instance_metrics_score_the_stage_probabilities(workdir) -> None:
     """`evaluate.instance_metrics`: metrics.json (and the MLflow run) gain the challenge's V_Rand /
-    V_Info after thinning, equal to `em_metrics` on the same probabilities recomputed here."""
+    V_Info after thinning, equal to `em_metrics` on the same probabilities recomputed here; with
+    `evaluate.instances: watershed`, predictions/instances/<id>.nii.gz hold the watershed of those
+    probabilities and metrics.json their split / merge scores."""
     import shutil
 
     from mlflow.tracking import MlflowClient
 
+    import nibabel as nib
+
     from pipeline.evaluation.em_metrics import scores_after_thinning
+    from pipeline.evaluation.held_out import instance_scores
     from pipeline.inference.case import load_source_image, predict_case
+    from pipeline.inference.instances import WatershedSettings, watershed_instances
     from pipeline.inference.settings import InferenceSettings
     from pipeline.stages import evaluate
     from pipeline.training.checkpoint import load_trained_net
@@ -181,6 +187,8 @@ def test_instance_metrics_score_the_stage_probabilities(workdir) -> None:
     cfg, root, manifest = workdir
     em = cfg.model_copy(deep=True)
     em.evaluate.instance_metrics, em.evaluate.boundary_class = True, "background"  # objects apart on background
+    em.evaluate.instances = "watershed"
+    em.evaluate.watershed.threshold, em.evaluate.watershed.marker_h = 0.5, 1.0
     em.evaluate.reports_dir, em.evaluate.predictions_dir = Path("reports_em"), Path("predictions_em")
     (root / "reports_em").mkdir(exist_ok=True)
     shutil.copy(root / cfg.evaluate.reports_dir / "mlflow_run.json", root / "reports_em" / "mlflow_run.json")
@@ -189,13 +197,19 @@ def test_instance_metrics_score_the_stage_probabilities(workdir) -> None:
 
     net, ckpt = load_trained_net(root / cfg.train.output_dir / "best.pt", "cpu")
     settings = InferenceSettings.from_config(cfg, ckpt["model_args"])
-    truths, cells = [], []
+    truths, cells, cuts = [], [], []
+    watershed = WatershedSettings.from_config(em, manifest["labels"])
     for case in _val_cases(manifest):
         _, prob = predict_case(case["source_images"], net, manifest["preprocessing"], settings)
         label = np.asarray(load_source_image([case["source_label"]]))[0]
         truths.append((label != 0).astype(np.float32))
         cells.append(1.0 - np.asarray(prob, dtype=np.float32)[0])
+        cuts.append(watershed_instances(prob, watershed))
+        written = np.asarray(nib.load(str(root / "predictions_em" / "instances" / f"{case['id']}.nii.gz")).dataobj)
+        assert np.array_equal(written, cuts[-1])
     want = scores_after_thinning(truths, cells)
+    assert summary["v_rand_watershed"] == pytest.approx(instance_scores(truths, cuts)["v_rand_watershed"], abs=1e-9)
+    assert 0.0 < summary["v_info_watershed"] <= 1.0
     assert summary["v_rand_thinned"] == pytest.approx(want["v_rand"], abs=1e-9)
     assert summary["v_info_thinned"] == pytest.approx(want["v_info"], abs=1e-9)
     assert 0.0 < summary["v_rand_thinned"] <= 1.0 and summary["v_rand_threshold"] == want["v_rand_threshold"]

@@ -177,16 +177,15 @@ def test_finished_run_on_another_dataset_retrains(workdir: Path, data_cache: Pat
     assert "starts over" in out.out + out.err and "nothing to train" not in out.out + out.err
 
 
-def test_weighted_ce_with_border_weights_trains(workdir: Path, data_cache: Path) -> None:
-    """The preprocess stage's weight maps feed the paper's weighted cross-entropy."""
+@pytest.mark.parametrize("loss", ["weighted_ce", "dice_weighted_ce"])
+def test_weighted_ce_with_border_weights_trains(workdir: Path, data_cache: Path, loss: str) -> None:
+    """The preprocess stage's weight maps feed the paper's weighted cross-entropy (alone, or beside Dice)."""
     from pipeline.stages.train import run
 
     root = prepare_data(workdir, data_cache, dims=2, border_weights=True)
     w = np.load(next((root / "cases").glob("*_weight.npy")))
     assert w.max() > 5.0  # gaps between touching objects carry the w0 term
-    cfg = make_config(
-        2, "valid", train={"epochs": 2, "iterations_per_epoch": 4, "loss": "weighted_ce", "ignore_label": 255}
-    )
+    cfg = make_config(2, "valid", train={"epochs": 2, "iterations_per_epoch": 4, "loss": loss, "ignore_label": 255})
     run(cfg)
     rows = _read_history(workdir / "reports" / "train_history.csv")
     assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
@@ -221,6 +220,22 @@ def test_weighted_cross_entropy_by_hand() -> None:
     # the ignored pixel (label 255) drops out of numerator and denominator
     ignored = WeightedCrossEntropy(ignore_label=255)(logits, torch.tensor([0, 1, 255]).reshape(1, 1, 3, 1), weight)
     assert ignored.item() == pytest.approx(float((ce[:2] * weight[0, 0, :2, 0]).sum() / 2), rel=1e-6)
+
+
+def test_dice_weighted_ce_is_monai_dice_plus_the_weighted_ce() -> None:
+    from monai.losses import DiceLoss
+
+    from pipeline.training.losses import DiceWeightedCE, WeightedCrossEntropy
+
+    torch.manual_seed(0)
+    logits, label = torch.randn(2, 3, 8, 8), torch.randint(0, 3, (2, 1, 8, 8))
+    weight = 1.0 + 9.0 * torch.rand(2, 1, 8, 8)
+    want = DiceLoss(to_onehot_y=True, softmax=True, batch=True)(logits, label) + WeightedCrossEntropy()(
+        logits, label, weight
+    )
+    assert DiceWeightedCE(3)(logits, label, weight).item() == pytest.approx(want.item(), rel=1e-5)
+    heavier = DiceWeightedCE(3)(logits, label, weight * 2)  # the weight map reaches the CE term
+    assert heavier.item() > DiceWeightedCE(3)(logits, label, weight).item()
 
 
 def test_dice_ce_ignore_label_masks_voxels() -> None:

@@ -94,9 +94,9 @@ class Manifest(dict):
                 "preprocess); re-run the preprocess stage"
             )
         no_weight = [cid for cid in train if not self.case(cid).get("weight")]
-        if cfg.train.loss == "weighted_ce" and no_weight:
+        if cfg.train.uses_weight_map and no_weight:
             raise ManifestError(
-                f"{self.where}: train.loss='weighted_ce' needs border weight maps, but cases {no_weight[:5]} "
+                f"{self.where}: train.loss={cfg.train.loss!r} needs border weight maps, but cases {no_weight[:5]} "
                 "have none; set preprocess.border_weights: true and re-run preprocess"
             )
 

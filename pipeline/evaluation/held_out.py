@@ -18,6 +18,7 @@ import numpy as np
 from pipeline.data.manifest import Manifest
 from pipeline.errors import InputError
 from pipeline.inference import InferenceSettings, Net
+from pipeline.inference.instances import WatershedSettings
 
 METRICS_COLUMNS = ["case", "class", "class_index", "dice", "iou", "hd95", "pred_voxels", "label_voxels"]
 
@@ -35,10 +36,17 @@ class Scores:
 
 
 def score_held_out(
-    manifest: Manifest, net: Net, settings: InferenceSettings, pred_dir: Path, boundary: int | None = None
+    manifest: Manifest,
+    net: Net,
+    settings: InferenceSettings,
+    pred_dir: Path,
+    boundary: int | None = None,
+    instances: WatershedSettings | None = None,
 ) -> Scores:
     """Predict every val case into `pred_dir/<id>.nii.gz` and score it against its raw label; with
-    `boundary` (a class index), also the challenge's V_Rand / V_Info of the cells it separates."""
+    `boundary` (a class index), also the challenge's V_Rand / V_Info of the cells it separates;
+    with `instances`, the watershed's instance image in `pred_dir/instances/<id>.nii.gz`, scored
+    the same way when `boundary` is given."""
     from tqdm import tqdm
 
     from pipeline.evaluation.metrics import case_metrics, foreground_mean, metric_records
@@ -47,7 +55,7 @@ def score_held_out(
 
     names = manifest.labels
     scores = Scores()
-    truths, cell_probs = [], []  # 2D slices, kept only for the instance metrics (small)
+    truths, cell_probs, cuts = [], [], []  # 2D slices, kept only for the instance metrics (small)
     for cid in tqdm(manifest.split("val"), desc="evaluate", unit="case"):
         images, label_path = manifest.sources(cid)
         source = load_source_image(images)
@@ -58,6 +66,12 @@ def score_held_out(
             raise InputError(
                 f"case {cid}: label {label_path} has shape {tuple(label.shape[1:])}, image {tuple(source.shape[1:])}"
             )
+        if instances is not None:
+            from pipeline.inference.instances import watershed_instances
+
+            cut = watershed_instances(prob, instances)
+            write_image(cut[None], source, pred_dir / "instances" / f"{cid}.nii.gz")
+            cuts.append(cut)
         if boundary is not None:
             truths.append((np.asarray(label)[0] != boundary).astype(np.float32))
             cell_probs.append(1.0 - np.asarray(prob, dtype=np.float32)[boundary])
@@ -71,7 +85,20 @@ def score_held_out(
 
         em = scores_after_thinning(truths, cell_probs)
         scores.instance = {f"{k}_thinned" if not k.endswith("threshold") else k: v for k, v in em.items()}
+        if cuts:
+            scores.instance.update(instance_scores(truths, cuts))
     return scores
+
+
+def instance_scores(truths: list[np.ndarray], cuts: list[np.ndarray]) -> dict[str, float]:
+    """The challenge's split / merge scores of instance images as they are (no threshold to sweep)."""
+    from pipeline.evaluation.em_metrics import split_merge_scores, truth_cells
+
+    per_slice = [split_merge_scores(truth_cells(t), c) for t, c in zip(truths, cuts)]
+    return {
+        "v_rand_watershed": float(np.mean([s.v_rand for s in per_slice])),
+        "v_info_watershed": float(np.mean([s.v_info for s in per_slice])),
+    }
 
 
 def write_reports(reports: Path, scores: Scores, class_names: list[str]) -> dict[str, float]:

@@ -351,9 +351,12 @@ def inference_config(meta: Mapping[str, Any]) -> dict[str, Any]:
         "dataset": {"_target_": "Dataset", "data": "$[{'image': @input_image}]", "transform": "@preprocessing"},
         "inferer": inferer,
         "postprocessing": {"_target_": "Compose", "transforms": post},
+        # a seeded watershed's instance image beside each mask (null: none), as the predictor writes it
+        "instances": up.get("instances"),
         "run": [
             "$infer_all(@dataset, @network, @inferer, @postprocessing, @device, "
-            "seg_to=(@output_dir if @output_format == 'dicom-seg' else None), bundle_root=@bundle_root)"
+            "seg_to=(@output_dir if @output_format == 'dicom-seg' else None), bundle_root=@bundle_root, "
+            "instances=@instances, instances_to=@output_dir)"
         ],
     }
 
@@ -457,6 +460,7 @@ def build_bundle(
     """Export, verify and lay out the bundle in `out` (an empty dir); returns the metadata."""
     from pipeline.export.verify import verification_sizes, verify_exports
     from pipeline.inference import InferenceSettings
+    from pipeline.inference.instances import WatershedSettings
     from pipeline.training.checkpoint import weights_digest
 
     model_args = dict(ckpt["model_args"])
@@ -491,6 +495,8 @@ def build_bundle(
         provenance=provenance,
     )
     meta["unet_pipeline"]["label_codes"] = label_codes(cfg, manifest.labels)
+    watershed = WatershedSettings.from_config(cfg, manifest.labels)  # the predictor and bundle cut instances too
+    meta["unet_pipeline"]["instances"] = watershed.to_dict() if watershed else None
     fingerprint = Path(cfg.preprocess.output_dir) / "fingerprint.json"
     if fingerprint.is_file():  # the predictor's out-of-distribution check compares each input with it
         from pipeline.export.ood import training_fingerprint

@@ -20,10 +20,13 @@ def infer_all(
     device: Any = "cpu",
     seg_to: str | None = None,
     bundle_root: str | None = None,
+    instances: dict[str, Any] | None = None,
+    instances_to: str | None = None,
 ) -> list[Any]:
     """Run `inferer(image[None], network)` on every preprocessed item and post-process it; with
     `seg_to`, also write a DICOM SEG of each mask there (the item's source must be a DICOM series
-    folder). The DICOM part runs here, in Python, never inside the TorchScript network."""
+    folder); with `instances` (the metadata's watershed), also the instance image into
+    `instances_to`. The DICOM and watershed parts run here, in Python, never inside the network."""
     import torch
 
     results = []
@@ -32,6 +35,8 @@ def infer_all(
             image = item["image"]
             pred = inferer(torch.as_tensor(image)[None].to(device), network)
             item["pred"] = torch.as_tensor(pred)[0].detach().cpu()
+            if instances:
+                _write_instances(item, postprocessing, instances, Path(instances_to or "."))
             out = postprocessing(item)
             if seg_to is not None:
                 _write_seg(out, Path(seg_to), Path(bundle_root or "."))
@@ -51,3 +56,20 @@ def _write_seg(item: dict[str, Any], out_dir: Path, bundle_root: Path) -> Path:
     return write_prediction_seg(
         out_dir / f"{source.name}_seg.dcm", item["pred"], image, source, meta, bundle_root / "models" / "model.ts"
     )
+
+
+def _write_instances(item: dict[str, Any], postprocessing: Any, instances: dict[str, Any], out_dir: Path) -> Path:
+    """The watershed's instance image, cut from the probabilities on the source grid: the bundle's
+    own post-processing up to its `Invertd` (softmax first when the inferer returns logits)."""
+    from monai.transforms import Compose, Invertd
+
+    from pipeline.inference.instances import INSTANCES_SUFFIX, WatershedSettings, watershed_instances
+    from pipeline.io import full_suffix, write_image
+
+    steps = list(postprocessing.transforms)
+    upto = next(i for i, t in enumerate(steps) if isinstance(t, Invertd)) + 1
+    prob = Compose(steps[:upto])({**item, "pred": item["pred"].clone()})["pred"]
+    cut = watershed_instances(prob, WatershedSettings.from_dict(instances))
+    source = Path(str(item["image"].meta["filename_or_obj"]))
+    stem = source.name[: len(source.name) - len(full_suffix(source))] if full_suffix(source) else source.name
+    return write_image(cut[None], prob, out_dir / f"{stem}{INSTANCES_SUFFIX}.nii.gz")

@@ -111,6 +111,7 @@ class Predictor:
         self, model_path: str | Path, *, tta: bool | None = None, device: str = "cpu", strict: bool = False
     ) -> None:
         from pipeline.export.runtime import load_net
+        from pipeline.inference.instances import WatershedSettings
         from pipeline.inference.settings import InferenceSettings
 
         self.model_path = resolve_model(model_path)
@@ -120,6 +121,9 @@ class Predictor:
         if tta is not None:  # None keeps the exported setting (the evaluate stage's)
             self.settings = replace(self.settings, tta=bool(tta))
         self.net = load_net(self.model_path, device)
+        cut = self.up.get("instances")  # a seeded watershed, when the model was exported with one
+        self.instances = WatershedSettings.from_dict(cut) if cut else None
+        self.last_instances: Path | None = None
         self.strict = strict  # refuse (rather than warn about) inputs unlike the training data
         self.last_findings: list[str] = []
 
@@ -131,7 +135,9 @@ class Predictor:
         self, image_path: str | Path, output_path: str | Path, *, series_uid: str | None = None, progress: bool = False
     ) -> Path:
         """Segment one image (file or DICOM series folder) and write the mask atomically: in the
-        input's geometry, or as a DICOM SEG (`.dcm`) referencing the input series."""
+        input's geometry, or as a DICOM SEG (`.dcm`) referencing the input series. A model exported
+        with `evaluate.instances: watershed` also writes `<name>_instances<suffix>` beside an image
+        mask (`last_instances`)."""
         from pipeline.inference.case import predict_case
         from pipeline.io import WRITABLE_SUFFIXES, full_suffix, write_image
 
@@ -149,11 +155,17 @@ class Predictor:
         image = read_input(image_path, series_uid)
         check_image(image, image_path, self.spatial_dims, int(self.up["model_args"]["in_channels"]))
         self._check_distribution(image, image_path, series_uid)
-        mask, _ = predict_case(image, self.net, self.up["preprocessing"], self.settings, progress=progress)
+        mask, prob = predict_case(image, self.net, self.up["preprocessing"], self.settings, progress=progress)
+        self.last_instances = None
         if as_seg:
             from pipeline.export.seg_output import write_prediction_seg
 
             return write_prediction_seg(output_path, mask, image, image_path, self.meta, self.model_path, series_uid)
+        if self.instances is not None:
+            from pipeline.inference.instances import instances_path, watershed_instances
+
+            cut = watershed_instances(prob, self.instances)
+            self.last_instances = write_image(cut[None], image, instances_path(output_path))
         return write_image(mask, image, output_path)  # atomic: temp file, then rename
 
     def _check_distribution(self, image: Any, image_path: str | Path, series_uid: str | None) -> None:
@@ -219,6 +231,7 @@ def main(args: Any) -> int:
         outcomes = predict_folder(args.model, args.image, args.output, fmt=getattr(args, "format", "nifti"), **kw)
         print(summary_table(outcomes))
         return sum(o.status == "failed" for o in outcomes)
-    out = predict_file(args.model, args.image, args.output, progress=True, **kw)
-    print(f"wrote {out}")
+    predictor = Predictor(args.model, **kw)
+    out = predictor.predict(args.image, args.output, progress=True)
+    print(f"wrote {out}" + (f" and {predictor.last_instances}" if predictor.last_instances else ""))
     return 0

@@ -24,6 +24,7 @@ def run(cfg: Config, checkpoint: str | Path | None = None, device: str | None = 
     from pipeline.data.manifest import load_manifest
     from pipeline.evaluation.held_out import score_held_out, write_figures, write_reports
     from pipeline.inference import InferenceSettings
+    from pipeline.inference.instances import WatershedSettings
     from pipeline.io import atomic_dir
     from pipeline.tracking.results import log_evaluation
     from pipeline.training.checkpoint import load_best_checkpoint
@@ -41,8 +42,9 @@ def run(cfg: Config, checkpoint: str | Path | None = None, device: str | None = 
                 f"{manifest.labels}"
             )
         boundary = manifest.labels.index(cfg.evaluate.boundary_class)
+    instances = WatershedSettings.from_config(cfg, manifest.labels)
     with atomic_dir(cfg.evaluate.predictions_dir) as pred_dir:
-        scores = score_held_out(manifest, net, settings, pred_dir, boundary)
+        scores = score_held_out(manifest, net, settings, pred_dir, boundary, instances)
         summary = write_reports(reports, scores, manifest.labels)
         figures = write_figures(reports / "figures", manifest, pred_dir, scores)
     log_evaluation(cfg, reports, summary, figures, settings)
@@ -52,6 +54,11 @@ def run(cfg: Config, checkpoint: str | Path | None = None, device: str | None = 
     if scores.instance:
         print(
             f"evaluate: V_Rand {summary['v_rand_thinned']:.4f}, V_Info {summary['v_info_thinned']:.4f} (after thinning)"
+        )
+    if "v_rand_watershed" in summary:
+        print(
+            f"evaluate: V_Rand {summary['v_rand_watershed']:.4f}, V_Info {summary['v_info_watershed']:.4f} "
+            f"(watershed instances in {cfg.evaluate.predictions_dir}/instances/)"
         )
 
 

@@ -153,7 +153,7 @@ def train_dataset(cfg: Config, manifest: Manifest, world_size: int = 1, processe
 
     from pipeline.data.patches import cache_budget_bytes
 
-    with_weight = cfg.train.loss == "weighted_ce"
+    with_weight = cfg.train.uses_weight_map
     keys = ("image", "label", "weight") if with_weight else ("image", "label")
     store = case_store(manifest, keys, cache_budget_bytes(cfg.train.cache_gb, processes_per_node))
     base = Dataset(data=[{"case": i} for i in range(len(store))], transform=train_transforms(cfg, keys, store))

@@ -201,7 +201,7 @@ def _build(cfg: Config, info: D.DistInfo) -> _Run:
 def _train_epoch(r: _Run, loader: Any, epoch: int) -> float:
     """One pass over the loader; returns the mean training loss over all ranks."""
     cfg, info = r.cfg, r.info
-    with_weight = cfg.train.loss == "weighted_ce"
+    with_weight = cfg.train.uses_weight_map
     r.model.train()
     t0 = time.perf_counter()
     total, steps, seen = 0.0, 0, 0

@@ -1,0 +1,83 @@
+"""Instances (cells) from boundary probabilities: a seeded watershed, as EM pipelines make them.
+
+Connected components of `p(cell) > t` merge two cells wherever the predicted membrane between them
+has a gap. A seeded watershed does not: each cell gets its own seed (a maximum of the distance to
+the boundary, so a narrow gap makes a saddle, not a bridge), and the flood from the seeds meets on
+the ridges of the boundary probability. Every pixel ends up in one instance (1..N, no 0), so the
+instance image is a partition that the challenge's split / merge scores read directly.
+
+Works on 2D and 3D alike (scikit-image and scipy are n-dimensional).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+INSTANCES_SUFFIX = "_instances"  # mask.nii.gz -> mask_instances.nii.gz
+
+
+@dataclass(frozen=True)
+class WatershedSettings:
+    """How to cut cells: `boundary_index` is the class channel that separates them (membrane); the
+    rest as `evaluate.watershed` in the config, whose defaults say why."""
+
+    boundary_index: int
+    threshold: float  # seeds are sought where p(cell) = 1 - p(boundary) exceeds this
+    marker_h: float  # px: distance-transform maxima less prominent than this merge into one seed
+    sigma: float  # px: Gaussian smoothing of p(boundary) before seeding and flooding
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": "watershed", **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> WatershedSettings:
+        return cls(**{k: v for k, v in d.items() if k != "method"})
+
+    @classmethod
+    def from_config(cls, cfg: Any, labels: list[str]) -> WatershedSettings | None:
+        """The evaluate config's watershed, or None when `evaluate.instances` is `none`."""
+        ev = cfg.evaluate
+        if ev.instances == "none":
+            return None
+        if ev.boundary_class not in labels:
+            from pipeline.config import ConfigError
+
+            raise ConfigError(
+                f"evaluate.boundary_class={ev.boundary_class!r} is not a label of the dataset {labels}"
+            )
+        w = ev.watershed
+        return cls(labels.index(ev.boundary_class), w.threshold, w.marker_h, w.sigma)
+
+
+def watershed_instances(probabilities: Any, settings: WatershedSettings) -> np.ndarray:
+    """Instance labels (int32, 1..N, same spatial shape) from class probabilities (K, *spatial)."""
+    from scipy import ndimage as ndi
+    from skimage.measure import label
+    from skimage.morphology import h_maxima
+    from skimage.segmentation import watershed
+
+    prob = np.asarray(probabilities, dtype=np.float32)
+    boundary = prob[settings.boundary_index]
+    if settings.sigma > 0:
+        boundary = ndi.gaussian_filter(boundary, settings.sigma)
+    cells = (1.0 - boundary) > settings.threshold
+    distance = ndi.distance_transform_edt(cells)
+    seeds = label(h_maxima(distance, settings.marker_h), connectivity=cells.ndim) if cells.any() else None
+    if seeds is None or seeds.max() == 0:  # no cell anywhere: one instance covering the image
+        return np.ones(boundary.shape, dtype=np.int32)
+    return watershed(boundary, seeds).astype(np.int32)
+
+
+def instances_path(mask_path: str | Path) -> Path:
+    """Where the instance image of a mask goes: beside it, `<name>_instances<suffix>`."""
+    from pipeline.io import full_suffix
+
+    mask_path = Path(mask_path)
+    suffix = full_suffix(mask_path)
+    stem = mask_path.name[: len(mask_path.name) - len(suffix)] if suffix else mask_path.name
+    return mask_path.with_name(f"{stem}{INSTANCES_SUFFIX}{suffix}")
