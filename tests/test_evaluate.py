@@ -172,9 +172,8 @@ def test_instance_metrics_score_the_stage_probabilities(workdir) -> None:
     probabilities and metrics.json their split / merge scores."""
     import shutil
 
-    from mlflow.tracking import MlflowClient
-
     import nibabel as nib
+    from mlflow.tracking import MlflowClient
 
     from pipeline.evaluation.em_metrics import scores_after_thinning
     from pipeline.evaluation.held_out import instance_scores

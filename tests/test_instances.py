@@ -90,7 +90,8 @@ def test_predictor_and_bundle_write_the_same_instances(tmp_path: Path, monkeypat
     from pipeline.inference.case import predict_case
 
     monkeypatch.chdir(tmp_path)
-    evaluate = {"instances": "watershed", "boundary_class": "background", "watershed": {"threshold": 0.5, "marker_h": 1.0}}
+    watershed = {"threshold": 0.5, "marker_h": 1.0}
+    evaluate = {"instances": "watershed", "boundary_class": "background", "watershed": watershed}
     info = run_stage(
         tmp_path / "ws", "2d-valid", registered_model_name="unet-test-ws", evaluate=evaluate, train_steps=40
     )

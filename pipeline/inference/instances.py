@@ -47,9 +47,7 @@ class WatershedSettings:
         if ev.boundary_class not in labels:
             from pipeline.config import ConfigError
 
-            raise ConfigError(
-                f"evaluate.boundary_class={ev.boundary_class!r} is not a label of the dataset {labels}"
-            )
+            raise ConfigError(f"evaluate.boundary_class={ev.boundary_class!r} is not a label of the dataset {labels}")
         w = ev.watershed
         return cls(labels.index(ev.boundary_class), w.threshold, w.marker_h, w.sigma)
 
