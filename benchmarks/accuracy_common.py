@@ -191,7 +191,7 @@ def epochs_for_budget(cfg: Any, workdir: Path, minutes: float) -> tuple[int, flo
     pcfg.evaluate.reports_dir = probe / "reports"
     pcfg.tracking.tracking_uri = f"sqlite:///{probe / 'mlflow.db'}"
     probe_s = _timed("train (budget probe: 1 epoch)", train.run, pcfg)
-    history = load_checkpoint(probe / "checkpoints" / "last.pt").get("history") or []
+    history = load_checkpoint(probe / "checkpoints" / "fold_0" / "last.pt").get("history") or []
     epoch_s = float(history[-1]["epoch_time"]) if history else probe_s
     overhead = max(probe_s - epoch_s, 0.0)
     left = minutes * 60.0 - probe_s - overhead

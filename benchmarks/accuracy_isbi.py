@@ -160,7 +160,7 @@ def threshold_sweep(cfg: Any, class_names: list[str]) -> list[list[Any]]:
     from pipeline.training.checkpoint import load_trained_net
 
     manifest = load_manifest(cfg.preprocess.output_dir)
-    net, ckpt = load_trained_net(Path(cfg.train.output_dir) / "best.pt", "cpu")
+    net, ckpt = load_trained_net(cfg.train.member_dir(0) / "best.pt", "cpu")
     settings = InferenceSettings.from_config(cfg, ckpt["model_args"])
     membrane = class_names.index("membrane")
     rows = []

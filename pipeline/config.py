@@ -147,6 +147,23 @@ class TrainConfig(_Strict):
     # memory-mapped arrays. None = 30 % of the memory available at start, split over the node's ranks.
     cache_gb: float | None = Field(None, ge=0)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    # a K-fold ensemble over the training cases: [0] = one model trained on all of them; [0..K-1] =
+    # K members (dvc.yaml's `foreach`), member k validating on fold k of the training cases and
+    # training on the rest. Evaluate, export and the exported model average their probabilities.
+    members: list[int] = Field(default_factory=lambda: [0])
+    member: int = Field(0, ge=0)  # the member this process trains (dvc.yaml: -S train.member=<k>)
+
+    @model_validator(mode="after")
+    def _members(self) -> TrainConfig:
+        if self.members != list(range(len(self.members))):
+            raise ValueError(f"train.members={self.members} must be [0, 1, ..., K-1] (K = the number of folds)")
+        if self.member not in self.members:
+            raise ValueError(f"train.member={self.member} is not one of train.members={self.members}")
+        return self
+
+    def member_dir(self, member: int | None = None) -> Path:
+        """Where a member's checkpoints, history, overlays and MLflow run reference go."""
+        return self.output_dir / f"fold_{self.member if member is None else member}"
 
     @field_validator("patch_size")
     @classmethod

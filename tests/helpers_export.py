@@ -201,7 +201,7 @@ def make_workspace(
     args = make_model_args(cfg.model, dims, 1, len(labels))
     save_checkpoint(
         {"model": net.state_dict(), "model_args": args, "epoch": 1, "best_metric": 0.5},
-        root / "checkpoints" / "best.pt",
+        root / "checkpoints" / "fold_0" / "best.pt",
     )
     return cfg
 

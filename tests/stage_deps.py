@@ -200,24 +200,29 @@ def suggested_params(params: set[str]) -> list[str]:
 
 def rewrite_dvc_yaml(text: str) -> str:
     """dvc.yaml with each stage's code deps and params replaced by what the code says (comments,
-    data deps and outputs kept; code deps go at the end of each deps list)."""
+    data deps and outputs kept; code deps go at the end of each deps list). A `foreach` stage's
+    sections sit one level deeper, under `do:`."""
     out: list[str] = []
     stage = section = None
+    depth = 4  # indentation of a stage's sections (cmd, deps, params, outs)
     for line in text.splitlines():
-        key = line.strip().rstrip(":")
-        if line.startswith("  ") and not line.startswith("   ") and line.rstrip().endswith(":"):
-            stage, section = (key if key in STAGES else None), None
-        elif stage and line.startswith("    ") and not line.startswith("     "):
+        key, indent = line.strip().rstrip(":"), len(line) - len(line.lstrip())
+        if indent == 2 and line.rstrip().endswith(":") and not key.startswith("#"):
+            stage, section, depth = (key if key in STAGES else None), None, 4
+        elif stage and indent == 4 and key == "do":
+            depth = 6
+        elif stage and indent == depth and line.strip() and not key.startswith(("#", "-")):
             if section == "deps":
-                out += [f"      - {d}" for d in suggested_code_deps(code_closure(stage))]
-            section = key
+                out += [f"{' ' * (depth + 2)}- {d}" for d in suggested_code_deps(code_closure(stage))]
+            section = key.split(":")[0]
             out.append(line)
             if section == "params":
-                out += [f"      - {p}" for p in suggested_params(params_read(stage))]
+                out += [f"{' ' * (depth + 2)}- {p}" for p in suggested_params(params_read(stage))]
             continue
-        entry = line.startswith("      - ")
+        entry = f"{' ' * (depth + 2)}- "
         if stage and (
-            (section == "deps" and line.startswith(f"      - {PACKAGE}/")) or (section == "params" and entry)
+            (section == "deps" and line.startswith(f"{entry}{PACKAGE}/"))
+            or (section == "params" and line.startswith(entry))
         ):
             continue
         out.append(line)

@@ -134,7 +134,7 @@ def test_registered_model_loads_from_mlflow_and_predicts(workdir, val_case) -> N
     assert name == cfg.tracking.registered_model_name and version is not None
     client = MlflowClient(tracking_uri=os.environ["MLFLOW_TRACKING_URI"])
     mv = client.get_model_version(name, str(version))
-    run_ref = json.loads((root / cfg.evaluate.reports_dir / "mlflow_run.json").read_text())
+    run_ref = json.loads((root / cfg.train.member_dir(0) / "mlflow_run.json").read_text())
     assert mv.run_id == run_ref["run_id"] == logged["run_id"], "registered from the pipeline's own run"
 
     uri = f"models:/{name}/{version}"
@@ -152,7 +152,7 @@ def test_registered_model_loads_from_mlflow_and_predicts(workdir, val_case) -> N
     logits = out["logits"] if isinstance(out, dict) else np.asarray(out)
     np.testing.assert_allclose(np.asarray(logits), reference, atol=1e-5)
 
-    net, _ = load_trained_net(root / cfg.train.output_dir / "best.pt", "cpu")
+    net, _ = load_trained_net(root / cfg.train.member_dir(0) / "best.pt", "cpu")
     with torch.no_grad():
         eager = net(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(reference, eager, atol=cfg.export.tolerance)

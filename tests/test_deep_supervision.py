@@ -76,13 +76,13 @@ def test_trains_and_resumes_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     resumed = make_config(2, "same", model=model, train={**train, "output_dir": "ck_b"})
     run(resumed, max_epochs=1)
     run(resumed)
-    a = torch.load(tmp_path / "ck_a" / "last.pt", weights_only=True)
-    b = torch.load(tmp_path / "ck_b" / "last.pt", weights_only=True)
+    a = torch.load(tmp_path / "ck_a" / "fold_0" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "ck_b" / "fold_0" / "last.pt", weights_only=True)
     assert a["epoch"] == b["epoch"] == 2
     assert set(a["deep_supervision_heads"]) == {"0.weight", "0.bias"}  # depth 2: one coarser level
     for part in ("model", "deep_supervision_heads"):
         for key, tensor in a[part].items():
             torch.testing.assert_close(b[part][key], tensor, atol=1e-6, rtol=0, msg=f"{part}.{key}")
     # evaluate / export load the plain net from the same checkpoint
-    net, _ = load_trained_net(tmp_path / "ck_a" / "best.pt")
+    net, _ = load_trained_net(tmp_path / "ck_a" / "fold_0" / "best.pt")
     assert type(net).__name__ == "UNet"

@@ -58,7 +58,7 @@ def test_torchrun_two_processes_one_run(tmp_path: Path, tmp_path_factory: pytest
     assert out.count("epoch 1/2  loss") == 1, out[-4000:]
 
     # rank 0's checkpoint: one epoch of 3 iterations per rank, resumable (epoch 1 of 2)
-    state = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
+    state = torch.load(tmp_path / "checkpoints" / "fold_0" / "last.pt", weights_only=True)
     assert state["epoch"] == 1 and len(state["history"]) == 1
     assert state["scheduler"]["last_epoch"] == 3
     assert not any(p.name.endswith(".tmp") for p in (tmp_path / "checkpoints").iterdir())
@@ -160,5 +160,5 @@ def test_torchrun_two_nodes_c10d_identical_weights(tmp_path: Path, tmp_path_fact
     digests = dict(re.findall(r"rank (\d)/2: finished at epoch 1, weights sha256 ([0-9a-f]{64})", text))
     assert set(digests) == {"0", "1"}, text[-4000:]
     assert digests["0"] == digests["1"], "the two nodes ended with different weights"
-    assert digests["0"] == _checkpoint_digest(tmp_path / "checkpoints" / "last.pt")
+    assert digests["0"] == _checkpoint_digest(tmp_path / "checkpoints" / "fold_0" / "last.pt")
     assert "2 process(es) on cpu" in text

@@ -124,7 +124,7 @@ def test_mlflow_run_holds_eval_metrics_and_figures(workdir) -> None:
 
     cfg, root, _ = workdir
     reports = root / cfg.evaluate.reports_dir
-    ref = json.loads((reports / "mlflow_run.json").read_text())
+    ref = json.loads((root / cfg.train.member_dir(0) / "mlflow_run.json").read_text())
     assert os.environ["MLFLOW_TRACKING_URI"] == f"sqlite:///{root / 'mlflow.db'}"
     assert ref["tracking_uri"] == os.environ["MLFLOW_TRACKING_URI"]
     client = MlflowClient(tracking_uri=os.environ["MLFLOW_TRACKING_URI"])
@@ -155,7 +155,7 @@ def test_evaluate_prediction_equals_predict_case_with_no_inverse_warning(workdir
 
     cfg, root, manifest = workdir
     case = _val_cases(manifest)[0]
-    net, ckpt = load_trained_net(root / cfg.train.output_dir / "best.pt", "cpu")
+    net, ckpt = load_trained_net(root / cfg.train.member_dir(0) / "best.pt", "cpu")
     settings = InferenceSettings.from_config(cfg, ckpt["model_args"])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -170,7 +170,6 @@ def test_instance_metrics_score_the_stage_probabilities(workdir) -> None:
     V_Info after thinning, equal to `em_metrics` on the same probabilities recomputed here; with
     `evaluate.instances: watershed`, predictions/instances/<id>.nii.gz hold the watershed of those
     probabilities and metrics.json their split / merge scores."""
-    import shutil
 
     import nibabel as nib
     from mlflow.tracking import MlflowClient
@@ -189,12 +188,10 @@ def test_instance_metrics_score_the_stage_probabilities(workdir) -> None:
     em.evaluate.instances = "watershed"
     em.evaluate.watershed.threshold, em.evaluate.watershed.marker_h = 0.5, 1.0
     em.evaluate.reports_dir, em.evaluate.predictions_dir = Path("reports_em"), Path("predictions_em")
-    (root / "reports_em").mkdir(exist_ok=True)
-    shutil.copy(root / cfg.evaluate.reports_dir / "mlflow_run.json", root / "reports_em" / "mlflow_run.json")
     evaluate.run(em, device="cpu")
     summary = json.loads((root / "reports_em" / "metrics.json").read_text())
 
-    net, ckpt = load_trained_net(root / cfg.train.output_dir / "best.pt", "cpu")
+    net, ckpt = load_trained_net(root / cfg.train.member_dir(0) / "best.pt", "cpu")
     settings = InferenceSettings.from_config(cfg, ckpt["model_args"])
     truths, cells, cuts = [], [], []
     watershed = WatershedSettings.from_config(em, manifest["labels"])
@@ -212,7 +209,7 @@ def test_instance_metrics_score_the_stage_probabilities(workdir) -> None:
     assert summary["v_rand_thinned"] == pytest.approx(want["v_rand"], abs=1e-9)
     assert summary["v_info_thinned"] == pytest.approx(want["v_info"], abs=1e-9)
     assert 0.0 < summary["v_rand_thinned"] <= 1.0 and summary["v_rand_threshold"] == want["v_rand_threshold"]
-    ref = json.loads((root / "reports_em" / "mlflow_run.json").read_text())
+    ref = json.loads((root / cfg.train.member_dir(0) / "mlflow_run.json").read_text())
     metrics = MlflowClient(tracking_uri=os.environ["MLFLOW_TRACKING_URI"]).get_run(ref["run_id"]).data.metrics
     assert metrics["eval_v_rand_thinned"] == pytest.approx(summary["v_rand_thinned"])
 

@@ -84,7 +84,7 @@ def test_mlflow_client_reads_the_training_run(
     cfg = _short_config()
     run(cfg)
 
-    ref = read_run_ref(tmp_path / "reports")
+    ref = read_run_ref(tmp_path / cfg.train.member_dir(0))
     assert ref is not None and ref.tracking_uri == uri
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(cfg.tracking.experiment)
@@ -208,7 +208,7 @@ def test_team_server_over_rest(
     cfg = _short_config()
     run(cfg)
 
-    ref = read_run_ref(work / "reports")
+    ref = read_run_ref(work / cfg.train.member_dir(0))
     assert ref is not None and ref.tracking_uri == mlflow_server
     assert not (work / "mlflow.db").exists() and not (work / "mlruns").exists()  # nothing went to a local store
 

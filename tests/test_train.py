@@ -43,10 +43,10 @@ def _read_history(path: Path) -> list[dict[str, str]]:
 
 def _check_outputs(workdir: Path, cfg, epochs: int) -> list[dict[str, str]]:
     for name in ("last.pt", "best.pt"):
-        state = torch.load(workdir / "checkpoints" / name, map_location="cpu", weights_only=True)
+        state = torch.load(workdir / "checkpoints" / "fold_0" / name, map_location="cpu", weights_only=True)
         assert state["model_args"]["padding"] == cfg.model.padding
         assert state["class_names"] == LABELS
-    rows = _read_history(workdir / "reports" / "train_history.csv")
+    rows = _read_history(workdir / "checkpoints" / "fold_0" / "train_history.csv")
     assert [int(r["epoch"]) for r in rows] == list(range(1, epochs + 1))
     assert set(rows[0]) >= {
         "train_loss",
@@ -76,7 +76,7 @@ def test_train_2d_converges(workdir: Path, data_cache: Path, padding: str) -> No
     losses = [float(r["train_loss"]) for r in rows]
     assert losses[-1] < 0.6 * losses[0], losses
     assert _val_dice(rows)[-1] >= 0.80, rows
-    best = torch.load(workdir / "checkpoints" / "best.pt", map_location="cpu", weights_only=True)
+    best = torch.load(workdir / "checkpoints" / "fold_0" / "best.pt", map_location="cpu", weights_only=True)
     assert best["best_metric"] == pytest.approx(max(_val_dice(rows)), abs=1e-5)
 
 
@@ -116,13 +116,13 @@ def test_resume_equals_uninterrupted(workdir: Path, data_cache: Path) -> None:
     run(straight)
     resumed = make_config(2, "valid", model=model, train={**train, "output_dir": "ck_resumed"})
     run(resumed, max_epochs=1)
-    first = torch.load(workdir / "ck_resumed" / "last.pt", weights_only=True)
+    first = torch.load(workdir / "ck_resumed" / "fold_0" / "last.pt", weights_only=True)
     assert first["epoch"] == 1
-    run_id = read_run_ref(workdir / "reports").run_id
+    run_id = read_run_ref(workdir / "ck_resumed" / "fold_0").run_id
     run(resumed)
 
-    a = torch.load(workdir / "ck_straight" / "last.pt", weights_only=True)
-    b = torch.load(workdir / "ck_resumed" / "last.pt", weights_only=True)
+    a = torch.load(workdir / "ck_straight" / "fold_0" / "last.pt", weights_only=True)
+    b = torch.load(workdir / "ck_resumed" / "fold_0" / "last.pt", weights_only=True)
     assert a["epoch"] == b["epoch"] == 3
     assert a["model"].keys() == b["model"].keys()
     for key, tensor in a["model"].items():
@@ -131,7 +131,7 @@ def test_resume_equals_uninterrupted(workdir: Path, data_cache: Path) -> None:
         assert [h[key] for h in b["history"]] == pytest.approx([h[key] for h in a["history"]], abs=1e-6), key
     assert b["scheduler"]["last_epoch"] == a["scheduler"]["last_epoch"] == 12
     # the resumed training kept logging into the run it started
-    assert b["mlflow_run_id"] == run_id == read_run_ref(workdir / "reports").run_id
+    assert b["mlflow_run_id"] == run_id == read_run_ref(workdir / "ck_resumed" / "fold_0").run_id
     steps = [
         m.step
         for m in MlflowClient(tracking_uri=os.environ["MLFLOW_TRACKING_URI"]).get_metric_history(run_id, "train_loss")
@@ -149,7 +149,7 @@ def test_other_config_starts_over(workdir: Path, data_cache: Path, capsys: pytes
     run(changed)
     out = capsys.readouterr()
     assert "different config" in out.out + out.err
-    state = torch.load(workdir / "checkpoints" / "last.pt", weights_only=True)
+    state = torch.load(workdir / "checkpoints" / "fold_0" / "last.pt", weights_only=True)
     assert [h["epoch"] for h in state["history"]] == [1, 2]
     assert state["config"]["train"]["lr"] == 1e-4
 
@@ -165,10 +165,12 @@ def test_finished_run_on_another_dataset_retrains(workdir: Path, data_cache: Pat
     root = prepare_data(workdir, data_cache, dims=2)
     cfg = make_config(2, "same", train={"epochs": 1, "iterations_per_epoch": 2})
     run(cfg)
-    (workdir / "reports" / "val_overlays.png").unlink()
+    (workdir / "checkpoints" / "fold_0" / "val_overlays.png").unlink()
     run(cfg)  # same config, code and data: nothing to train, outputs rewritten
     out = capsys.readouterr()
-    assert "nothing to train" in out.out + out.err and (workdir / "reports" / "val_overlays.png").is_file()
+    assert (
+        "nothing to train" in out.out + out.err and (workdir / "checkpoints" / "fold_0" / "val_overlays.png").is_file()
+    )
     manifest = json.loads((root / "manifest.json").read_text())
     manifest["splits"]["train"] = manifest["splits"]["train"][1:]  # one case fewer: another dataset
     (root / "manifest.json").write_text(json.dumps(manifest))
@@ -187,7 +189,7 @@ def test_weighted_ce_with_border_weights_trains(workdir: Path, data_cache: Path,
     assert w.max() > 5.0  # gaps between touching objects carry the w0 term
     cfg = make_config(2, "valid", train={"epochs": 2, "iterations_per_epoch": 4, "loss": loss, "ignore_label": 255})
     run(cfg)
-    rows = _read_history(workdir / "reports" / "train_history.csv")
+    rows = _read_history(workdir / "checkpoints" / "fold_0" / "train_history.csv")
     assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
 
 

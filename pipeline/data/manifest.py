@@ -50,6 +50,18 @@ class Manifest(dict):
             raise ManifestError(f"{self.where}: split {name!r} names cases not in 'cases': {missing[:5]}")
         return ids
 
+    def for_member(self, members: int, member: int, seed: int) -> Manifest:
+        """What member `member` of a `members`-fold ensemble trains on: this manifest with 'train'
+        the training cases outside fold `member` (`splits.kfold`, `seed`) and 'val' that fold. The
+        held-out 'val' split stays unseen by every member. One member: this manifest itself."""
+        if members == 1:
+            return self
+        from pipeline.data.splits import kfold
+
+        folds = kfold(self.split("train"), members, seed)
+        train = sorted(cid for k, fold in enumerate(folds) if k != member for cid in fold)
+        return Manifest({**self, "splits": {"train": train, "val": folds[member]}}, self.root)
+
     def path(self, case_id: str, key: str) -> Path:
         """A preprocessed array of a case (`image`, `label`, `weight`, `locations`), under root."""
         rel = self.case(case_id).get(key)

@@ -455,7 +455,7 @@ def label_codes(cfg: Any, labels: Sequence[str]) -> dict[str, Any]:
 
 
 def build_bundle(
-    out: Path, net: Any, ckpt: dict[str, Any], manifest: Any, cfg: Any, checkpoint: Path
+    out: Path, net: Any, ckpt: dict[str, Any], manifest: Any, cfg: Any, checkpoints: Sequence[Path]
 ) -> dict[str, Any]:
     """Export, verify and lay out the bundle in `out` (an empty dir); returns the metadata."""
     from pipeline.export.verify import verification_sizes, verify_exports
@@ -472,7 +472,8 @@ def build_bundle(
     report = verify_exports(net, image, sizes, cfg.export.tolerance, files["model.onnx"], files["model.ts"])
     report["case"] = case_id
     provenance = {
-        "checkpoint": str(checkpoint),
+        "checkpoints": [str(p) for p in checkpoints],  # several: a K-fold ensemble, averaged probabilities
+        "ensemble_members": len(checkpoints),
         "weights_sha256": weights_digest(net.named_parameters()),  # the SEG's algorithm version without a registry
         "epoch": ckpt.get("epoch"),
         "best_metric": ckpt.get("best_metric"),

@@ -3,6 +3,7 @@
 from pipeline._lazy import lazy_getattr
 
 _EXPORTS = {
+    "FoldEnsemble": "pipeline.model.ensemble",
     "IllegalInputSize": "pipeline.model.shapes",
     "UNet": "pipeline.model.unet",
     "build_model": "pipeline.model.unet",

@@ -1,4 +1,6 @@
-"""DVC stage `evaluate`: checkpoints/best.pt + the held-out cases -> predictions/, reports/.
+"""DVC stage `evaluate`: checkpoints/fold_<k>/best.pt + the held-out cases -> predictions/, reports/.
+
+With several members (`train.members`, a K-fold ensemble) the members' probabilities are averaged.
 
 Predicts every case of the manifest's `val` split from its raw source image, in the source
 geometry, and scores it against the raw label (`pipeline.evaluation.held_out`). Writes
@@ -18,7 +20,8 @@ from pipeline.config import Config, ConfigError
 
 
 def run(cfg: Config, checkpoint: str | Path | None = None, device: str | None = None) -> None:
-    """Evaluate `checkpoint` (default: <train.output_dir>/best.pt) on the held-out split."""
+    """Evaluate `checkpoint` (default: every member's <train.output_dir>/fold_<k>/best.pt, averaged)
+    on the held-out split."""
     import torch
 
     from pipeline.data.manifest import load_manifest
@@ -64,7 +67,9 @@ def run(cfg: Config, checkpoint: str | Path | None = None, device: str | None = 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--checkpoint", default=None, help="checkpoint to evaluate (default: <train.output_dir>/best.pt)"
+        "--checkpoint",
+        default=None,
+        help="checkpoint to evaluate (default: each member's <train.output_dir>/fold_<k>/best.pt, averaged)",
     )
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
 

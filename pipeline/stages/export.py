@@ -1,4 +1,6 @@
-"""DVC stage `export`: checkpoints/best.pt -> exported/ (TorchScript, ONNX, MONAI Bundle), verified.
+"""DVC stage `export`: checkpoints/fold_<k>/best.pt -> exported/ (TorchScript, ONNX, MONAI Bundle), verified.
+
+With several members (`train.members`) the exported model is their ensemble (`FoldEnsemble`).
 
 Writes `exported/model.ts`, `exported/model.onnx` (dynamic batch and spatial axes) and the MONAI
 Bundle layout (`pipeline.export.bundle.build_bundle`), checked before anything replaces the previous
@@ -21,7 +23,8 @@ from pipeline.config import Config
 
 
 def run(cfg: Config, checkpoint: str | Path | None = None, log_mlflow: bool = True) -> None:
-    """Export `checkpoint` (default: <train.output_dir>/best.pt) to cfg.export.output_dir, atomically."""
+    """Export `checkpoint` (default: the members' best.pt, as one ensemble) to cfg.export.output_dir,
+    atomically."""
     from pipeline.data.manifest import load_manifest
     from pipeline.export.bundle import build_bundle, mlflow_example
     from pipeline.inference import InferenceSettings
@@ -30,11 +33,11 @@ def run(cfg: Config, checkpoint: str | Path | None = None, log_mlflow: bool = Tr
     from pipeline.training.checkpoint import load_best_checkpoint
 
     manifest = load_manifest(cfg.preprocess.output_dir, required=("labels", "preprocessing"))
-    net, ckpt, ckpt_path = load_best_checkpoint(cfg, manifest.labels, checkpoint, "cpu")
+    net, ckpt, ckpt_paths = load_best_checkpoint(cfg, manifest.labels, checkpoint, "cpu")
     model_args = dict(ckpt["model_args"])
     out_dir = Path(cfg.export.output_dir)
     with atomic_dir(out_dir) as out:
-        meta = build_bundle(out, net, ckpt, manifest, cfg, ckpt_path)
+        meta = build_bundle(out, net, ckpt, manifest, cfg, ckpt_paths)
         logged = {}
         if log_mlflow:
             example = mlflow_example(manifest, model_args, InferenceSettings.from_config(cfg, model_args))
@@ -51,7 +54,9 @@ def run(cfg: Config, checkpoint: str | Path | None = None, log_mlflow: bool = Tr
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", default=None, help="checkpoint to export (default: <train.output_dir>/best.pt)")
+    parser.add_argument(
+        "--checkpoint", default=None, help="checkpoint to export (default: the members' best.pt, as one ensemble)"
+    )
 
 
 def run_from_args(cfg: Config, args: argparse.Namespace) -> None:

@@ -1,8 +1,10 @@
-"""DVC stage `train`: preprocessed/ -> checkpoints/{last,best}.pt, reports/train_history.csv.
+"""DVC stage `train`: preprocessed/ -> checkpoints/fold_<k>/ ({last,best}.pt, train_history.csv,
+val_overlays.png, mlflow_run.json) for member k = `train.member` of the ensemble `train.members`.
 
 Run as `python -m pipeline.stages.train [--config params.yaml] [-S key=value] [--max-epochs N]`
-(or `unet-pipeline train`), or under `torchrun --nproc_per_node N` for DDP. Re-running the same
-command after an interruption resumes from checkpoints/last.pt.
+(or `unet-pipeline train`), or under `torchrun --nproc_per_node N` for DDP; dvc.yaml runs one
+`unet-pipeline train -S train.member=<k>` per member (`foreach`). Re-running the same command after
+an interruption resumes from checkpoints/fold_<k>/last.pt.
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
 """MLflow tracking for the whole pipeline: one run shared by train -> evaluate -> export.
 
-The train stage creates the run and records its id in `reports/mlflow_run.json`; the later stages
-reopen it (`active_pipeline_run`) so one run holds the params, curves, metrics, figures and models
-of one pipeline execution. mlflow itself is imported only when a run is touched.
+The train stage creates the run and records its id in `checkpoints/fold_0/mlflow_run.json`; the
+later stages reopen it (`active_pipeline_run`) so one run holds the params, curves, metrics, figures
+and models of one pipeline execution. In a K-fold ensemble each member has its own run (beside its
+checkpoints); member 0's is the pipeline's, and it records the others' ids. mlflow itself is
+imported only when a run is touched.
 """
 
 from pipeline._lazy import lazy_getattr

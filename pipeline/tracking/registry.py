@@ -140,7 +140,7 @@ def log_export(cfg: Any, out: Path, meta: dict[str, Any], example: Any, model_ar
 
     from pipeline.tracking.runs import active_pipeline_run
 
-    with active_pipeline_run(cfg, Path(cfg.evaluate.reports_dir)):
+    with active_pipeline_run(cfg):
         logged = log_exported_models(
             onnx_path=out / "model.onnx",
             ts_path=out / "model.ts",

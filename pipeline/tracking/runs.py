@@ -26,7 +26,7 @@ _MAX_PARAM_LEN = 6000  # MLflow's limit on a param value
 
 @dataclass(frozen=True)
 class RunRef:
-    """What `reports/mlflow_run.json` holds."""
+    """What `checkpoints/fold_<k>/mlflow_run.json` holds."""
 
     run_id: str
     experiment_id: str
@@ -34,16 +34,16 @@ class RunRef:
     tracking_uri: str
 
 
-def write_run_ref(reports_dir: Path, ref: RunRef) -> Path:
+def write_run_ref(run_dir: Path, ref: RunRef) -> Path:
     from pipeline.io.atomic import write_text_atomic
 
-    path = Path(reports_dir) / RUN_FILE
+    path = Path(run_dir) / RUN_FILE
     write_text_atomic(path, json.dumps(asdict(ref), indent=2) + "\n")
     return path
 
 
-def read_run_ref(reports_dir: Path) -> RunRef | None:
-    path = Path(reports_dir) / RUN_FILE
+def read_run_ref(run_dir: Path) -> RunRef | None:
+    path = Path(run_dir) / RUN_FILE
     if not path.is_file():
         return None
     try:
@@ -152,21 +152,22 @@ class PipelineRun:
 
 
 @contextmanager
-def active_pipeline_run(cfg: Any, reports_dir: Path | None = None, create_missing: bool = True) -> Iterator[Any]:
+def active_pipeline_run(cfg: Any, run_dir: Path | None = None, create_missing: bool = True) -> Iterator[Any]:
     """`mlflow.start_run(run_id=...)` on the pipeline's run, for the evaluate and export stages.
 
-    Reads `reports/mlflow_run.json` (written by train). Without it (a stage run on its own), a new
-    run is created and recorded there when `create_missing`, else FileNotFoundError. The previous
-    global tracking URI is restored on exit, and the run is ended (FINISHED, or FAILED on error).
+    Reads `<run_dir>/mlflow_run.json` (default: member 0's, `checkpoints/fold_0/`, written by
+    train). Without it (a stage run on its own), a new run is created and recorded there when
+    `create_missing`, else MissingInputError. The previous global tracking URI is restored on exit,
+    and the run is ended (FINISHED, or FAILED on error).
     """
     import mlflow
 
-    reports_dir = Path(reports_dir if reports_dir is not None else cfg.evaluate.reports_dir)
-    ref = read_run_ref(reports_dir)
+    run_dir = Path(run_dir) if run_dir is not None else cfg.train.member_dir(0)
+    ref = read_run_ref(run_dir)
     uri = resolve_tracking_uri(cfg.tracking.tracking_uri)
     run = PipelineRun.reopen(cfg, ref.run_id) if ref is not None else None
     if run is None:
-        where = reports_dir / RUN_FILE
+        where = run_dir / RUN_FILE
         if not create_missing:
             raise MissingInputError(
                 f"{where}: no MLflow run of this pipeline found in {uri}; run the train stage first"
@@ -179,7 +180,7 @@ def active_pipeline_run(cfg: Any, reports_dir: Path | None = None, create_missin
 
         run = PipelineRun.create(cfg, tags=config_tags(cfg))
         run.log_params(cfg.flat())
-        write_run_ref(reports_dir, run.ref)
+        write_run_ref(run_dir, run.ref)
 
     old_env = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)

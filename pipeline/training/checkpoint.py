@@ -125,14 +125,29 @@ def load_trained_net(
 
 def load_best_checkpoint(
     cfg: Config, labels: list[str], checkpoint: str | Path | None = None, device: str | torch.device = "cpu"
-) -> tuple[torch.nn.Module, dict[str, Any], Path]:
-    """The net the evaluate and export stages use: `checkpoint` (default <train.output_dir>/best.pt),
-    checked to predict one channel per label of the manifest; returns (net, checkpoint dict, path)."""
-    path = Path(checkpoint) if checkpoint is not None else Path(cfg.train.output_dir) / "best.pt"
-    if not path.is_file():
-        raise MissingInputError(f"{path} not found: run the train stage first")
-    net, ckpt = load_trained_net(path, device)
-    out_channels = int(ckpt["model_args"]["out_channels"])
-    if out_channels != len(labels):
-        raise InputError(f"{path} predicts {out_channels} classes but the manifest lists {len(labels)}: {labels}")
-    return net, ckpt, path
+) -> tuple[torch.nn.Module, dict[str, Any], list[Path]]:
+    """The net the evaluate and export stages use, checked to predict one channel per label of the
+    manifest: `checkpoint`, or else every member's best.pt (`<train.output_dir>/fold_<k>/`), as a
+    `FoldEnsemble` when there are several. Returns (net, member 0's checkpoint dict, paths)."""
+    paths = (
+        [Path(checkpoint)]
+        if checkpoint is not None
+        else [cfg.train.member_dir(k) / "best.pt" for k in cfg.train.members]
+    )
+    nets, ckpts = [], []
+    for path in paths:
+        if not path.is_file():
+            raise MissingInputError(f"{path} not found: run the train stage first (every member of train.members)")
+        net, ckpt = load_trained_net(path, device)
+        out_channels = int(ckpt["model_args"]["out_channels"])
+        if out_channels != len(labels):
+            raise InputError(f"{path} predicts {out_channels} classes but the manifest lists {len(labels)}: {labels}")
+        if ckpts and ckpt["model_args"] != ckpts[0]["model_args"]:
+            raise InputError(f"{path} has another architecture than {paths[0]}: {ckpt['model_args']}")
+        nets.append(net)
+        ckpts.append(ckpt)
+    if len(nets) == 1:
+        return nets[0], ckpts[0], paths
+    from pipeline.model.ensemble import FoldEnsemble
+
+    return FoldEnsemble(nets).to(device).eval(), ckpts[0], paths

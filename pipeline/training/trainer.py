@@ -147,7 +147,8 @@ class _Run:
 
     @property
     def reports(self) -> Path:
-        return Path(self.cfg.evaluate.reports_dir)
+        """The member's folder: its history, overlays and MLflow run reference sit by its checkpoints."""
+        return self.cfg.train.member_dir()
 
     def outcome(self, epochs_done: int) -> TrainOutcome:
         run_id = self.tracker.run_id if self.tracker else None
@@ -163,8 +164,9 @@ def _build(cfg: Config, info: D.DistInfo) -> _Run:
 
     manifest = load_manifest(cfg.preprocess.output_dir)
     manifest.check_trainable(cfg)
+    manifest = manifest.for_member(len(cfg.train.members), cfg.train.member, cfg.seed)
     num_classes, in_channels = len(manifest.labels), int(manifest["in_channels"])
-    last = Path(cfg.train.output_dir) / "last.pt"
+    last = cfg.train.member_dir() / "last.pt"
     key = ckpt.resume_key(cfg)
     state = _resume_state(last, key, info)
     D.barrier(info)  # every rank has read last.pt before rank 0 may overwrite it
@@ -254,7 +256,7 @@ def _payload(r: _Run, epoch: int) -> dict[str, Any]:
 
 def _record_epoch(r: _Run, row: dict[str, Any], result: ValidationResult | None) -> None:
     """Rank 0: checkpoints (best.pt when validation improved), history CSV, MLflow, overlays, one line."""
-    epoch, out_dir = row["epoch"], Path(r.cfg.train.output_dir)
+    epoch, out_dir = row["epoch"], r.cfg.train.member_dir()
     improved = result is not None and result.dice_mean > r.best_metric
     if improved:
         r.best_metric, r.best_epoch = result.dice_mean, epoch
@@ -293,7 +295,7 @@ def _train(cfg: Config, max_epochs: int | None, info: D.DistInfo) -> TrainOutcom
     r = _build(cfg, info)
     stop = min(cfg.train.epochs, max_epochs) if max_epochs is not None else cfg.train.epochs
     if r.start >= stop:
-        _say(info, f"{cfg.train.output_dir}/last.pt already holds epoch {r.start}; nothing to train")
+        _say(info, f"{cfg.train.member_dir()}/last.pt already holds epoch {r.start}; nothing to train")
         if info.is_main:  # rewrite what the stage outputs besides checkpoints/ (DVC removed them)
             write_history(r.history, r.class_names, r.reports / HISTORY_FILE)
             result = validate(r.net, r.manifest, r.manifest.split("val"), cfg, info.device)
