@@ -178,8 +178,9 @@ def epochs_for_budget(cfg: Any, workdir: Path, minutes: float) -> tuple[int, flo
     """Train 1 epoch in a throw-away probe dir; return (epochs that fit, probe seconds, seconds/epoch).
 
     The probe's epoch includes a validation pass and the start-up costs, so the estimate errs on
-    the short side. The probe counts against the budget. The real run then trains from scratch
-    with `train.epochs` set, so its LR schedule spans exactly the epochs it gets.
+    the short side. The probe counts against the budget, and an ensemble's members share what is
+    left equally. The real run then trains from scratch with `train.epochs` set, so its LR schedule
+    spans exactly the epochs it gets.
     """
     from pipeline.stages import train
     from pipeline.training.checkpoint import load_checkpoint
@@ -194,12 +195,13 @@ def epochs_for_budget(cfg: Any, workdir: Path, minutes: float) -> tuple[int, flo
     history = load_checkpoint(probe / "checkpoints" / "fold_0" / "last.pt").get("history") or []
     epoch_s = float(history[-1]["epoch_time"]) if history else probe_s
     overhead = max(probe_s - epoch_s, 0.0)
-    left = minutes * 60.0 - probe_s - overhead
+    members = len(cfg.train.members)
+    left = (minutes * 60.0 - probe_s) / members - overhead
     epochs = max(1, math.floor(left / max(epoch_s, 1e-6)))
     print(
         f"budget {minutes:g} min: probe {probe_s:.1f} s ({epoch_s:.1f} s/epoch incl. validation, {overhead:.1f} s "
         "start-up) "
-        f"-> train.epochs = {epochs}",
+        f"-> train.epochs = {epochs}" + (f" for each of {members} members" if members > 1 else ""),
         flush=True,
     )
     return epochs, probe_s, epoch_s
@@ -217,9 +219,12 @@ def run_stages(cfg: Any, workdir: Path, minutes: float | None) -> tuple[Any, dic
         if minutes is not None:
             epochs, times["train_probe"], _ = epochs_for_budget(cfg, workdir, minutes)
             cfg.train.epochs = epochs
-        times["train"] = _timed(
-            f"train ({cfg.train.epochs} epochs x {cfg.train.iterations_per_epoch} iterations)", train.run, cfg
-        )
+        times["train"] = 0.0
+        for k in cfg.train.members:  # what dvc.yaml's foreach runs, one member after the other
+            member = cfg.model_copy(deep=True)
+            member.train.member = k
+            what = f"{cfg.train.epochs} epochs x {cfg.train.iterations_per_epoch} iterations"
+            times["train"] += _timed(f"train member {k} ({what})", train.run, member)
         times["evaluate"] = _timed("evaluate", evaluate.run, cfg)
         times["export"] = _timed("export", export.run, cfg)
     finally:
