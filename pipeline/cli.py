@@ -58,6 +58,17 @@ def _cmd_config(args: argparse.Namespace) -> None:
     print(complete_yaml(load_stage_config(args)), end="")
 
 
+def _cmd_plan(args: argparse.Namespace) -> None:
+    from pipeline.config import complete_yaml
+    from pipeline.planning import planned_config, read_fingerprint
+
+    cfg = load_stage_config(args)
+    planned, plan = planned_config(cfg, read_fingerprint(cfg), args.step_voxels)
+    print(f"# planned by `unet-pipeline plan` from {cfg.preprocess.output_dir}/fingerprint.json:")
+    print("\n".join(f"# - {why}" for why in plan.reasons))
+    print(complete_yaml(planned), end="")
+
+
 def _cmd_model_summary(args: argparse.Namespace) -> None:
     from pipeline.model.summary import summary
 
@@ -102,6 +113,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_config_args(config_parser)
     config_parser.set_defaults(func=_cmd_config)
+    plan_parser = sub.add_parser(
+        "plan",
+        help="print the config with patch, batch, depth and features planned from preprocessed/fingerprint.json "
+        "(e.g. > params.yaml)",
+    )
+    add_config_args(plan_parser)
+    plan_parser.add_argument(
+        "--step-voxels",
+        type=int,
+        default=330_000,
+        help="network input voxels per training step (batch x patch) the plan may use (default: 330000, "
+        "the U-Net paper's 572x572 tile)",
+    )
+    plan_parser.set_defaults(func=_cmd_plan)
     summary_parser = sub.add_parser("model-summary", help="print the network's sizes, margin and parameter count")
     add_config_args(summary_parser)
     summary_parser.set_defaults(func=_cmd_model_summary)
