@@ -137,8 +137,8 @@ def main() -> None:
     from pipeline.inference import InferenceSettings, predict_logits
     from pipeline.model import legal_input_size
 
-    if args.quick:
-        size2d, warmup, case_warmup, repeats = 256, 1, 0, args.repeats or 1
+    if args.quick:  # the whole slice, as in the full run; fewer repeats (and narrower nets, below)
+        size2d, warmup, case_warmup, repeats = None, 1, 1, args.repeats or 1
     else:
         size2d, warmup, case_warmup, repeats = None, 1, 1, args.repeats or 3
 
@@ -151,6 +151,8 @@ def main() -> None:
         else:
             folder = Path(tmp)
             feats = [int(f) for f in args.features.split(",")]
+            if args.quick and args.features == "32,64,128,256,512":
+                feats = [f // 2 for f in feats]
             net, margs, settings = fresh_model(folder, feats, args.norm, args.tile)
             source = f"fresh 2D valid UNet {feats}, norm {args.norm}, exported by pipeline.export"
         dims, depth, padding = int(margs["spatial_dims"]), len(margs["features"]) - 1, str(margs["padding"])
