@@ -66,6 +66,11 @@ def accuracy_parser(description: str, name: str, preset: str, peers: Sequence[st
         help="the shared datasets folder (default: $UNET_SHARED_DATA or ../shared/data)",
     )
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: all cores)")
+    p.add_argument(
+        "--plan",
+        action="store_true",
+        help="after preprocess, replace depth, patch, batch and features by `unet-pipeline plan`'s (-S still wins)",
+    )
     if peers:
         p.add_argument(
             "--peer",
@@ -207,8 +212,12 @@ def epochs_for_budget(cfg: Any, workdir: Path, minutes: float) -> tuple[int, flo
     return epochs, probe_s, epoch_s
 
 
-def run_stages(cfg: Any, workdir: Path, minutes: float | None) -> tuple[Any, dict[str, float]]:
-    """preprocess -> [budget probe] -> train -> evaluate -> export; returns (final cfg, seconds per stage)."""
+def run_stages(
+    cfg: Any, workdir: Path, minutes: float | None, plan_then: dict[str, Any] | None = None
+) -> tuple[Any, dict[str, float]]:
+    """preprocess -> [plan] -> [budget probe] -> train -> evaluate -> export; returns (final cfg,
+    seconds per stage). With `plan_then` (the -S overrides, applied again after the plan), the
+    planner's depth, patch, batch and features replace the preset's once preprocess has run."""
     from pipeline.stages import evaluate, export, preprocess, train
 
     times: dict[str, float] = {}
@@ -216,6 +225,11 @@ def run_stages(cfg: Any, workdir: Path, minutes: float | None) -> tuple[Any, dic
     os.chdir(workdir)  # MLflow puts a sqlite store's artifacts under ./mlruns: keep them in the work dir
     try:
         times["preprocess"] = _timed("preprocess", preprocess.run, cfg)
+        if plan_then is not None:
+            from pipeline.planning import planned_config, read_fingerprint
+
+            cfg, plan = planned_config(cfg, read_fingerprint(cfg), then=plan_then)
+            print("plan:\n" + "\n".join(f"- {why}" for why in plan.reasons), flush=True)
         if minutes is not None:
             epochs, times["train_probe"], _ = epochs_for_budget(cfg, workdir, minutes)
             cfg.train.epochs = epochs
@@ -288,7 +302,9 @@ def run_pipeline(
     if args.epochs is not None:
         stack.append({"train.epochs": args.epochs})
     stack.append(user_overrides(args.set))
-    cfg, stage_times = run_stages(load_cfg(args.config, *stack), wd, args.minutes)
+    cfg, stage_times = run_stages(
+        load_cfg(args.config, *stack), wd, args.minutes, user_overrides(args.set) if args.plan else None
+    )
     return cfg, {**times, **stage_times}
 
 

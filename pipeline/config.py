@@ -365,10 +365,15 @@ def load_config(path: str | Path = "params.yaml", overrides: dict[str, Any] | No
         raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {path} must hold a mapping at the top level, got {type(raw).__name__}")
-    for dotted, value in (overrides or {}).items():
+    return parse_config(apply_overrides(raw, overrides or {}), str(path))
+
+
+def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """`raw` (a config as plain data, changed in place) with each dotted key (train.epochs) set."""
+    for dotted, value in overrides.items():
         node = raw
         *parents, leaf = dotted.split(".")
         for p in parents:
             node = node.setdefault(p, {})
         node[leaf] = value
-    return parse_config(raw, str(path))
+    return raw

@@ -7,7 +7,7 @@ with no hand-written preset:
 - **depth**: pool while the bottleneck keeps at least 4 voxels along the median case's shortest
   axis (nnU-Net's minimum feature-map edge), at most 4 poolings (the U-Net paper's depth);
 - **patch**: the median case at the target spacing (preprocess.target_spacing: auto is the median
-  spacing, so its shape is the median shape), rounded up to what the depth allows, so that a patch
+  spacing, so there its shape is the median shape), rounded up to what the depth allows, so that a patch
   sees a whole typical case; in valid padding the output tile whose input fits the budget;
 - **batch**: as many patches as fit a per-step budget of network input voxels (`step_voxels`),
   at least 1 and at most what covers 5 % of the training voxels (nnU-Net's cap); patches that
@@ -68,11 +68,18 @@ def _input_voxels(patch: list[int], depth: int, padding: str) -> int:
     return math.prod(legal_input_size(patch, depth, padding))
 
 
-def plan(fingerprint: dict[str, Any], padding: str = "same", step_voxels: int = STEP_VOXELS) -> Plan:
-    """The plan for a dataset described by `fingerprint` (preprocessed/fingerprint.json)."""
+def plan(
+    fingerprint: dict[str, Any],
+    padding: str = "same",
+    step_voxels: int = STEP_VOXELS,
+    target_spacing: list[float] | None = None,
+) -> Plan:
+    """The plan for a dataset described by `fingerprint` (preprocessed/fingerprint.json), resampled
+    to `target_spacing` (None: the median spacing, which is what `auto` gives and no resampling
+    keeps for data of one spacing)."""
     dims = int(fingerprint["spatial_dims"])
     spacing = [float(s) for s in fingerprint["spacing"]["median"]]
-    target = spacing  # preprocess.target_spacing: auto resamples to the median spacing
+    target = [float(t) for t in target_spacing] if target_spacing else spacing
     median = [float(n) * s / t for n, s, t in zip(fingerprint["shape"]["median"], spacing, target)]
     depth = _depth(median)
     step = 2**depth
@@ -118,14 +125,13 @@ def read_fingerprint(cfg: Any) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def planned_config(cfg: Any, fingerprint: dict[str, Any], step_voxels: int = STEP_VOXELS) -> tuple[Any, Plan]:
-    """`cfg` with the plan applied (validated again), and the plan."""
-    from pipeline.config import parse_config
+def planned_config(
+    cfg: Any, fingerprint: dict[str, Any], step_voxels: int = STEP_VOXELS, then: dict[str, Any] | None = None
+) -> tuple[Any, Plan]:
+    """`cfg` with the plan applied, then the dotted overrides `then` (validated again), and the plan."""
+    from pipeline.config import apply_overrides, parse_config
 
-    p = plan(fingerprint, cfg.model.padding, step_voxels)
-    raw = cfg.model_dump(mode="json")
-    for key, value in p.overrides().items():
-        section, name = key.split(".")
-        raw[section][name] = value
-    raw["preprocess"]["target_spacing"] = "auto"
-    return parse_config(raw, "<plan>"), p
+    target = cfg.preprocess.target_spacing if isinstance(cfg.preprocess.target_spacing, list) else None
+    p = plan(fingerprint, cfg.model.padding, step_voxels, target)
+    keys = {**p.overrides(), **(then or {})}
+    return parse_config(apply_overrides(cfg.model_dump(mode="json"), keys), "<plan>"), p
