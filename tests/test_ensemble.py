@@ -47,7 +47,7 @@ def test_fold_ensemble_averages_probabilities() -> None:
 def test_members_split_the_training_cases(tmp_path: Path) -> None:
     """Member k validates on fold k of the training cases and trains on the rest; the held-out
     val split is in no member's data; one member is the manifest itself."""
-    from pipeline.data.manifest import load_manifest
+    from pipeline.data.manifest import ManifestError, load_manifest
 
     pre = prepare_data(tmp_path, tmp_path / "cache", dims=2)
     manifest = load_manifest(pre)
@@ -58,6 +58,8 @@ def test_members_split_the_training_cases(tmp_path: Path) -> None:
     for v, val in zip(views, vals):
         assert set(v.split("train")) == train - val and not (set(v.split("train")) | val) & held_out
     assert manifest.for_member(1, 0, seed=0) is manifest
+    with pytest.raises(ManifestError, match="cannot make 99 ensemble folds; list fewer train.members"):
+        manifest.for_member(99, 0, seed=0)
 
 
 def test_members_must_be_0_to_k_minus_1() -> None:

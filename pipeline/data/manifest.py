@@ -58,6 +58,11 @@ class Manifest(dict):
             return self
         from pipeline.data.splits import kfold
 
+        if len(self.split("train")) < members:
+            raise ManifestError(
+                f"{self.where}: {len(self.split('train'))} training case(s) cannot make {members} ensemble "
+                "folds; list fewer train.members"
+            )
         folds = kfold(self.split("train"), members, seed)
         train = sorted(cid for k, fold in enumerate(folds) if k != member for cid in fold)
         return Manifest({**self, "splits": {"train": train, "val": folds[member]}}, self.root)
