@@ -15,9 +15,9 @@ with no hand-written preset:
 - **features**: 32 at the top in 2D (the paper's), 16 in 3D (a CPU's share of nnU-Net's 32),
   doubling per level, capped at 512 / 320.
 
-The budget's default, 0.33 M input voxels per step, is the paper's 572 x 572 tile; on the 2-core
-EPYC it is about 1 s per 3D step of the hippocampus net (benchmarks/README.md). The rest of the
-config (optimiser, schedule, augmentation, epochs) comes from the base config unchanged.
+The budget's default, 0.33 M input voxels per step, is the paper's 572 x 572 tile and about the
+hand 3D preset's 4 x 40x48x40 (0.31 M voxels, 1.33 s a step on the 2-core EPYC; benchmarks/README.md).
+The rest of the config (optimiser, schedule, augmentation, epochs) comes from the base config.
 """
 
 from __future__ import annotations
