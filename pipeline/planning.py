@@ -102,9 +102,10 @@ def plan(
     )
     cap = max(1, int(DATASET_SHARE * train_voxels // voxels))
     batch = max(1, min(step_voxels // voxels, cap))
+    covers = "covers the median case" if all(p >= m for p, m in zip(patch, median)) else "is the median case cut"
     reasons.append(
-        f"patch {patch} ({padding} padding, input {voxels} voxels) covers the median case within the budget "
-        f"of {step_voxels} input voxels per step"
+        f"patch {patch} ({padding} padding, input {voxels} voxels) {covers} to the budget of {step_voxels} "
+        "input voxels per step"
     )
     reasons.append(
         f"batch {batch}: {step_voxels // voxels} patch(es) fit the budget; 5 % of the training voxels allows {cap}"
