@@ -65,6 +65,7 @@ def test_watershed_is_n_dimensional() -> None:
 def test_instances_path_keeps_the_suffix() -> None:
     assert instances_path("out/mask.nii.gz") == Path("out/mask_instances.nii.gz")
     assert instances_path("a.b/seg.png") == Path("a.b/seg_instances.png")
+    assert instances_path("out/series_1", suffix=".nii.gz") == Path("out/series_1_instances.nii.gz")
 
 
 def test_watershed_needs_a_boundary_class() -> None:

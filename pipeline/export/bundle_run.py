@@ -63,13 +63,12 @@ def _write_instances(item: dict[str, Any], postprocessing: Any, instances: dict[
     own post-processing up to its `Invertd` (softmax first when the inferer returns logits)."""
     from monai.transforms import Compose, Invertd
 
-    from pipeline.inference.instances import INSTANCES_SUFFIX, WatershedSettings, watershed_instances
-    from pipeline.io import full_suffix, write_image
+    from pipeline.inference.instances import WatershedSettings, instances_path, watershed_instances
+    from pipeline.io import write_image
 
     steps = list(postprocessing.transforms)
     upto = next(i for i, t in enumerate(steps) if isinstance(t, Invertd)) + 1
     prob = Compose(steps[:upto])({**item, "pred": item["pred"].clone()})["pred"]
     cut = watershed_instances(prob, WatershedSettings.from_dict(instances))
     source = Path(str(item["image"].meta["filename_or_obj"]))
-    stem = source.name[: len(source.name) - len(full_suffix(source))] if full_suffix(source) else source.name
-    return write_image(cut[None], prob, out_dir / f"{stem}{INSTANCES_SUFFIX}.nii.gz")
+    return write_image(cut[None], prob, instances_path(out_dir / source.name, suffix=".nii.gz"))

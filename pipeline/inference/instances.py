@@ -71,11 +71,12 @@ def watershed_instances(probabilities: Any, settings: WatershedSettings) -> np.n
     return watershed(boundary, seeds).astype(np.int32)
 
 
-def instances_path(mask_path: str | Path) -> Path:
-    """Where the instance image of a mask goes: beside it, `<name>_instances<suffix>`."""
+def instances_path(mask_path: str | Path, suffix: str | None = None) -> Path:
+    """Where the instance image of a mask goes: beside it, `<name>_instances<suffix>` (the mask's
+    own suffix, or `suffix` when given: a DICOM series folder has none)."""
     from pipeline.io import full_suffix
 
     mask_path = Path(mask_path)
-    suffix = full_suffix(mask_path)
-    stem = mask_path.name[: len(mask_path.name) - len(suffix)] if suffix else mask_path.name
-    return mask_path.with_name(f"{stem}{INSTANCES_SUFFIX}{suffix}")
+    own = full_suffix(mask_path)
+    stem = mask_path.name[: len(mask_path.name) - len(own)] if own else mask_path.name
+    return mask_path.with_name(f"{stem}{INSTANCES_SUFFIX}{own if suffix is None else suffix}")
