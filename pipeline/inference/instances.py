@@ -41,15 +41,20 @@ class WatershedSettings:
     @classmethod
     def from_config(cls, cfg: Any, labels: list[str]) -> WatershedSettings | None:
         """The evaluate config's watershed, or None when `evaluate.instances` is `none`."""
-        ev = cfg.evaluate
-        if ev.instances == "none":
+        if cfg.evaluate.instances == "none":
             return None
-        if ev.boundary_class not in labels:
-            from pipeline.config import ConfigError
+        w = cfg.evaluate.watershed
+        return cls(boundary_index(cfg, labels), w.threshold, w.marker_h, w.sigma)
 
-            raise ConfigError(f"evaluate.boundary_class={ev.boundary_class!r} is not a label of the dataset {labels}")
-        w = ev.watershed
-        return cls(labels.index(ev.boundary_class), w.threshold, w.marker_h, w.sigma)
+
+def boundary_index(cfg: Any, labels: list[str]) -> int:
+    """The class index of `evaluate.boundary_class` (the label that separates instances)."""
+    name = cfg.evaluate.boundary_class
+    if name not in labels:
+        from pipeline.config import ConfigError
+
+        raise ConfigError(f"evaluate.boundary_class={name!r} is not a label of the dataset {labels}")
+    return labels.index(name)
 
 
 def watershed_instances(probabilities: Any, settings: WatershedSettings) -> np.ndarray:

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pipeline.config import Config, ConfigError
+from pipeline.config import Config
 
 
 def run(cfg: Config, checkpoint: str | Path | None = None, device: str | None = None) -> None:
@@ -27,7 +27,7 @@ def run(cfg: Config, checkpoint: str | Path | None = None, device: str | None = 
     from pipeline.data.manifest import load_manifest
     from pipeline.evaluation.held_out import score_held_out, write_figures, write_reports
     from pipeline.inference import InferenceSettings
-    from pipeline.inference.instances import WatershedSettings
+    from pipeline.inference.instances import WatershedSettings, boundary_index
     from pipeline.io import atomic_dir
     from pipeline.tracking.results import log_evaluation
     from pipeline.training.checkpoint import load_best_checkpoint
@@ -37,14 +37,7 @@ def run(cfg: Config, checkpoint: str | Path | None = None, device: str | None = 
     net, ckpt, _ = load_best_checkpoint(cfg, manifest.labels, checkpoint, device)
     settings = InferenceSettings.from_config(cfg, ckpt["model_args"])
     reports = Path(cfg.evaluate.reports_dir)
-    boundary = None
-    if cfg.evaluate.instance_metrics:
-        if cfg.evaluate.boundary_class not in manifest.labels:
-            raise ConfigError(
-                f"evaluate.boundary_class={cfg.evaluate.boundary_class!r} is not a label of the dataset "
-                f"{manifest.labels}"
-            )
-        boundary = manifest.labels.index(cfg.evaluate.boundary_class)
+    boundary = boundary_index(cfg, manifest.labels) if cfg.evaluate.instance_metrics else None
     instances = WatershedSettings.from_config(cfg, manifest.labels)
     with atomic_dir(cfg.evaluate.predictions_dir) as pred_dir:
         scores = score_held_out(manifest, net, settings, pred_dir, boundary, instances)
