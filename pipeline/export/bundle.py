@@ -9,7 +9,6 @@ inference.json is a MONAI bundle config that loads a NIfTI, applies the same pre
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from collections.abc import Mapping, Sequence
@@ -19,6 +18,7 @@ from typing import Any
 from pipeline.errors import InputError
 from pipeline.export.schema import SCHEMA_URL
 from pipeline.export.to_onnx import INPUT_NAME, OUTPUT_NAME, legal_size_expression, size_rule
+from pipeline.io.integrity import sha256_file
 from pipeline.model import legal_input_size, margin, output_size
 
 BUNDLE_README = """# {name} (unet-pipeline export, version {version})
@@ -57,14 +57,6 @@ FIXED_FIELDS = {  # metadata.json fields that are the same for every export
 METADATA = "configs/metadata.json"
 INFERENCE = "configs/inference.json"
 BUNDLE_TS = "models/model.ts"
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _versions() -> dict[str, str]:

@@ -38,7 +38,7 @@ def find_metadata(model_path: str | Path) -> Path:
 
 def read_metadata(model_path: str | Path) -> tuple[dict[str, Any], Path]:
     """(metadata dict, bundle root) for a model file, checked to describe this very file (SHA-256)."""
-    from pipeline.export.bundle import sha256_file
+    from pipeline.io.integrity import sha256_file
 
     model_path = Path(model_path)
     if not model_path.is_file():
@@ -80,15 +80,16 @@ def check_image(image: Any, path: str | Path, spatial_dims: int, in_channels: in
         raise PredictError(f"{path}: empty image (shape {shape})")
 
 
-def read_input(image_path: str | Path, series_uid: str | None = None) -> Any:
-    """The image via pipeline.io, with any reader failure turned into an error naming the file."""
-    from pipeline.io import read_image
+def read_input(image_path: str | Path, series_uid: str | None = None, light: bool = False) -> Any:
+    """The image via pipeline.io, with any reader failure turned into an error naming the file:
+    a MetaTensor, or (`light`) a torch-free `ArrayImage` with the same voxels and affine."""
+    import pipeline.io
 
     path = Path(image_path)
     if not path.exists():
         raise PredictError(f"input image {path} does not exist")
-    try:
-        return read_image(path, series_uid=series_uid)
+    try:  # only the reader named is imported: read_image brings MONAI
+        return pipeline.io.read_array(path, series_uid) if light else pipeline.io.read_image(path, series_uid)
     except Exception as exc:  # readers raise many types (RuntimeError from SimpleITK, OSError, ...)
         raise PredictError(f"cannot read input image {path}: {exc}") from exc
 
@@ -108,7 +109,13 @@ class Predictor:
     """An exported model loaded once (metadata checked, runtime session open), for one or many cases."""
 
     def __init__(
-        self, model_path: str | Path, *, tta: bool | None = None, device: str = "cpu", strict: bool = False
+        self,
+        model_path: str | Path,
+        *,
+        tta: bool | None = None,
+        device: str = "cpu",
+        strict: bool = False,
+        light: bool = True,
     ) -> None:
         from pipeline.export.runtime import load_net
         from pipeline.inference.instances import WatershedSettings
@@ -121,6 +128,9 @@ class Predictor:
         if tta is not None:  # None keeps the exported setting (the evaluate stage's)
             self.settings = replace(self.settings, tta=bool(tta))
         self.net = load_net(self.model_path, device)
+        self.device = device
+        self.light = light  # the torch-free ONNX path where it gives the same mask (`onnx_light`)
+        self.last_refusal: str | None = None  # why the last case took the full path (None: light)
         cut = self.up.get("instances")  # a seeded watershed, when the model was exported with one
         self.instances = WatershedSettings.from_dict(cut) if cut else None
         self.last_instances: Path | None = None
@@ -138,7 +148,6 @@ class Predictor:
         input's geometry, or as a DICOM SEG (`.dcm`) referencing the input series. A model exported
         with `evaluate.instances: watershed` also writes `<name>_instances<suffix>` beside an image
         mask (`last_instances`)."""
-        from pipeline.inference.case import predict_case
         from pipeline.io import WRITABLE_SUFFIXES, full_suffix, write_image
 
         output_path = Path(output_path)
@@ -152,10 +161,20 @@ class Predictor:
             raise PredictError(
                 f"output {output_path}: a DICOM SEG needs a DICOM series folder as input, got {image_path}"
             )
-        image = read_input(image_path, series_uid)
+        from pipeline.export import onnx_light
+
+        spec = self.up["preprocessing"]
+        refusal = onnx_light.refusal(spec, self.settings, self.model_path, Path(image_path), as_seg, self.device)
+        self.last_refusal = refusal if self.light else "light path off"
+        image = read_input(image_path, series_uid, light=self.last_refusal is None)
         check_image(image, image_path, self.spatial_dims, int(self.up["model_args"]["in_channels"]))
         self._check_distribution(image, image_path, series_uid)
-        mask, prob = predict_case(image, self.net, self.up["preprocessing"], self.settings, progress=progress)
+        if self.last_refusal is None:
+            mask, prob = onnx_light.predict_case(image, self.net.session, spec, self.settings, progress=progress)
+        else:
+            from pipeline.inference.case import predict_case
+
+            mask, prob = predict_case(image, self.net, spec, self.settings, progress=progress)
         self.last_instances = None
         if as_seg:
             from pipeline.export.seg_output import write_prediction_seg

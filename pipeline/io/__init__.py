@@ -9,11 +9,13 @@ from pipeline._lazy import lazy_getattr
 
 _EXPORTS = {
     "read_image": "pipeline.io.readers",
-    "read_sitk": "pipeline.io.readers",
+    "read_sitk": "pipeline.io.sitk_arrays",
+    "read_array": "pipeline.io.sitk_arrays",
+    "ArrayImage": "pipeline.io.sitk_arrays",
     "read_tiff_stack": "pipeline.io.readers",
-    "dicom_series_files": "pipeline.io.readers",
+    "dicom_series_files": "pipeline.io.sitk_arrays",
     "SimpleITKReader": "pipeline.io.readers",
-    "SUPPORTED_SUFFIXES": "pipeline.io.readers",
+    "SUPPORTED_SUFFIXES": "pipeline.io.sitk_arrays",
     "write_image": "pipeline.io.writers",
     "to_sitk": "pipeline.io.writers",
     "WRITABLE_SUFFIXES": "pipeline.io.writers",

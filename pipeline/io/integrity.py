@@ -74,3 +74,14 @@ def check_tiff_complete(path: Path, n_pixels: int) -> None:
         raise ImageReadError(
             f"{path}: truncated or corrupt TIFF: {n_pages} page(s) hold {size} values but only {n_pixels} were read"
         )
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file, read in chunks: what metadata.json records for each exported model."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -3,147 +3,28 @@
 Everything leaves here in MONAI's convention: channel-first `(C, x, y[, z])` arrays on a
 `MetaTensor` whose `affine` is RAS (ITK's LPS geometry converted exactly as MONAI's `ITKReader`
 does). `SimpleITKReader` is a `monai.data.ImageReader`, so `LoadImaged(reader=SimpleITKReader())`
-gives the same arrays and affines inside a MONAI chain as `read_image` gives outside one.
+gives the same arrays and affines inside a MONAI chain as `read_image` gives outside one. The
+torch-free core is `pipeline.io.sitk_arrays`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import SimpleITK as sitk
 from monai.data import ImageReader, MetaTensor
 
-from pipeline.io.geometry import geometry_from_sitk
-from pipeline.io.integrity import ImageReadError, check_nifti_complete, check_tiff_complete, full_suffix
-
-SUPPORTED_SUFFIXES = (
-    ".nii",
-    ".nii.gz",
-    ".nrrd",
-    ".nhdr",
-    ".mha",
-    ".mhd",
-    ".png",
-    ".tif",
-    ".tiff",
-    ".dcm",
+from pipeline.io.integrity import ImageReadError, full_suffix
+from pipeline.io.sitk_arrays import (
+    SUPPORTED_SUFFIXES,
+    LoadedImage,
+    PathLike,
+    channels_first,
+    read_array,
+    read_sitk,
 )
-# geometry of channels read from separate files must agree this closely (affine entries, mm)
-CHANNEL_AFFINE_ATOL = 1e-3
-
-PathLike = str | Path
-
-
-@dataclass
-class LoadedImage:
-    """A SimpleITK image with the path it came from (so later errors can name the file)."""
-
-    image: sitk.Image
-    path: Path
-
-
-def _sitk_message(exc: Exception) -> str:
-    """The informative line of a multi-line SimpleITK exception."""
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    for ln in lines:
-        if "ERROR:" in ln:
-            return ln.split("ERROR:", 1)[1].strip()
-    return lines[-1] if lines else type(exc).__name__
-
-
-def dicom_series_files(folder: PathLike, series_uid: str | None = None) -> tuple[str, list[str]]:
-    """(series UID, its files in the order SimpleITK reads them) for the one series in `folder`
-    (or the named one); the DICOM SEG writer pairs its frames with these same instances."""
-    folder = Path(folder)
-    ids = list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
-    if not ids:
-        raise ImageReadError(f"{folder}: no DICOM series found in this folder")
-    if series_uid is not None:
-        if series_uid not in ids:
-            raise ImageReadError(f"{folder}: DICOM series {series_uid} not found; the folder holds {ids}")
-        uid = series_uid
-    elif len(ids) > 1:
-        raise ImageReadError(f"{folder}: holds {len(ids)} DICOM series ({', '.join(ids)}); put one series per folder")
-    else:
-        uid = ids[0]
-    return uid, list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid))
-
-
-def _read_dicom_series(folder: Path, series_uid: str | None) -> sitk.Image:
-    uid, files = dicom_series_files(folder, series_uid)
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(files)
-    try:
-        return reader.Execute()
-    except RuntimeError as exc:
-        raise ImageReadError(f"{folder}: cannot read DICOM series {uid} ({_sitk_message(exc)})") from None
-
-
-def read_sitk(path: PathLike, series_uid: str | None = None) -> sitk.Image:
-    """Read one file (or a DICOM series folder) with SimpleITK, refusing truncated files."""
-    p = Path(path)
-    if not p.exists():
-        raise ImageReadError(f"{p}: no such file or directory")
-    if p.is_dir():
-        return _read_dicom_series(p, series_uid)
-    suffix = full_suffix(p)
-    if suffix not in SUPPORTED_SUFFIXES:
-        raise ImageReadError(
-            f"{p}: unsupported file type {suffix or '(none)'!r}; supported: {', '.join(SUPPORTED_SUFFIXES)}"
-        )
-    if suffix in (".nii", ".nii.gz"):
-        check_nifti_complete(p)
-    try:
-        image = sitk.ReadImage(str(p))
-    except RuntimeError as exc:
-        raise ImageReadError(f"{p}: cannot read ({_sitk_message(exc)})") from None
-    if suffix in (".tif", ".tiff"):
-        n = int(np.prod(image.GetSize())) * image.GetNumberOfComponentsPerPixel()
-        check_tiff_complete(p, n)
-    return image
-
-
-def _torch_safe(array: np.ndarray) -> np.ndarray:
-    """Widen dtypes torch handles poorly (unsigned > 8 bit, bool)."""
-    widen = {
-        np.dtype(np.uint16): np.int32,
-        np.dtype(np.uint32): np.int64,
-        np.dtype(np.uint64): np.int64,
-        np.dtype(bool): np.uint8,
-    }
-    target = widen.get(array.dtype)
-    return array.astype(target) if target is not None else array
-
-
-def sitk_to_array(image: sitk.Image) -> np.ndarray:
-    """Voxels in MONAI order: `(x, y[, z])` for scalar images, `(C, x, y[, z])` for vector ones."""
-    arr = sitk.GetArrayFromImage(image)  # (z, y, x[, C])
-    d = image.GetDimension()
-    if image.GetNumberOfComponentsPerPixel() == 1:
-        out = arr.transpose(tuple(range(d))[::-1])
-    else:
-        out = np.moveaxis(arr, -1, 0).transpose((0, *range(d, 0, -1)))
-    return _torch_safe(np.ascontiguousarray(out))
-
-
-def image_meta(image: sitk.Image, path: Path | None) -> dict[str, Any]:
-    """MONAI-style metadata: RAS `affine`, `spatial_shape`, spacing, plus the ITK geometry."""
-    geom = geometry_from_sitk(image)
-    affine = geom.ras_affine()
-    return {
-        "affine": affine,
-        "original_affine": affine.copy(),
-        "spatial_shape": np.asarray(image.GetSize()),
-        "spacing": np.asarray(geom.spacing),
-        "space": "RAS",
-        "itk_origin": np.asarray(geom.origin),  # LPS, as stored in the file
-        "itk_direction": np.asarray(geom.direction).ravel(),
-        "filename_or_obj": str(path) if path is not None else "",
-    }
 
 
 class SimpleITKReader(ImageReader):
@@ -168,33 +49,7 @@ class SimpleITKReader(ImageReader):
         return loaded[0] if len(loaded) == 1 else loaded
 
     def get_data(self, img: LoadedImage | Sequence[LoadedImage]) -> tuple[np.ndarray, dict]:
-        items = [img] if isinstance(img, LoadedImage) else list(img)
-        arrays, meta = [], None
-        for item in items:
-            arr = sitk_to_array(item.image)
-            m = image_meta(item.image, item.path)
-            vector = item.image.GetNumberOfComponentsPerPixel() > 1
-            m["original_channel_dim"] = 0 if vector else float("nan")
-            if meta is None:
-                meta = m
-            else:
-                _check_same_grid(items[0].path, meta, item.path, m)
-            arrays.append(arr if vector else arr[None])
-        assert meta is not None
-        if len(items) == 1:
-            return (arrays[0] if meta["original_channel_dim"] == 0 else arrays[0][0]), meta
-        meta["original_channel_dim"] = 0
-        return np.concatenate(arrays, axis=0), meta
-
-
-def _check_same_grid(path_a: Path, meta_a: dict, path_b: Path, meta_b: dict) -> None:
-    if not np.array_equal(meta_a["spatial_shape"], meta_b["spatial_shape"]):
-        raise ImageReadError(
-            f"{path_b}: shape {meta_b['spatial_shape'].tolist()} differs from {path_a} "
-            f"{meta_a['spatial_shape'].tolist()}; channels must share one grid"
-        )
-    if not np.allclose(meta_a["affine"], meta_b["affine"], atol=CHANNEL_AFFINE_ATOL):
-        raise ImageReadError(f"{path_b}: geometry (affine) differs from {path_a}; channels must share one grid")
+        return channels_first([img] if isinstance(img, LoadedImage) else list(img))
 
 
 def read_image(path: PathLike | Sequence[PathLike], series_uid: str | None = None) -> MetaTensor:
@@ -205,13 +60,9 @@ def read_image(path: PathLike | Sequence[PathLike], series_uid: str | None = Non
     """
     import torch
 
-    reader = SimpleITKReader(series_uid=series_uid)
-    array, meta = reader.get_data(reader.read(path))
-    if meta["original_channel_dim"] != 0:
-        array = array[None]
-    meta["original_channel_dim"] = 0
-    affine = torch.as_tensor(meta.pop("affine"), dtype=torch.float64)
-    return MetaTensor(torch.from_numpy(np.ascontiguousarray(array)), affine=affine, meta=meta)
+    loaded = read_array(path, series_uid)
+    affine = torch.as_tensor(loaded.meta.pop("affine"), dtype=torch.float64)
+    return MetaTensor(torch.from_numpy(loaded.array), affine=affine, meta=loaded.meta)
 
 
 def read_tiff_stack(path: PathLike) -> list[MetaTensor]:
