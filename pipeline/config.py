@@ -210,6 +210,10 @@ class EvaluateConfig(_Strict):
     # with the challenge's split / merge scores when instance_metrics is on
     instances: Literal["none", "watershed"] = "none"
     watershed: WatershedConfig = Field(default_factory=WatershedConfig)
+    # onnxruntime: export the trained net to a temporary ONNX file, check it against eager as the
+    # export stage does, and predict through ONNX Runtime on the CPU; pays for its export only
+    # when there are many cases (benchmarks/README.md)
+    runtime: Literal["torch", "onnxruntime"] = "torch"
 
 
 class CodeConfig(_Strict):

@@ -221,3 +221,31 @@ def test_instance_metrics_need_a_2d_boundary_class() -> None:
 
     with pytest.raises(ConfigError, match="instance_metrics needs"):
         parse_config({**PIPELINE_CONFIG, "evaluate": {"instance_metrics": True}})
+
+
+def test_onnxruntime_evaluate_writes_the_torch_masks(workdir, capsys: pytest.CaptureFixture) -> None:
+    """`evaluate.runtime: onnxruntime`: the net is exported to a temporary ONNX file, checked against
+    eager, and the held-out masks and metrics it gives are the torch ones; the file does not outlive
+    the stage."""
+    import glob
+    import tempfile
+
+    import nibabel as nib
+
+    from pipeline.stages import evaluate
+
+    cfg, root, manifest = workdir
+    ort_cfg = cfg.model_copy(deep=True)
+    ort_cfg.evaluate.runtime = "onnxruntime"
+    ort_cfg.evaluate.reports_dir, ort_cfg.evaluate.predictions_dir = Path("reports_ort"), Path("predictions_ort")
+    evaluate.run(ort_cfg, device="cpu")
+    assert "evaluate: ONNX Runtime (exported, checked against eager on case" in capsys.readouterr().out
+    for case in _val_cases(manifest):
+        name = f"{case['id']}.nii.gz"
+        torch_mask = np.asarray(nib.load(str(root / cfg.evaluate.predictions_dir / name)).dataobj)
+        ort_mask = np.asarray(nib.load(str(root / "predictions_ort" / name)).dataobj)
+        assert np.array_equal(ort_mask, torch_mask)
+    want = json.loads((root / cfg.evaluate.reports_dir / "metrics.json").read_text())
+    got = json.loads((root / "reports_ort" / "metrics.json").read_text())
+    assert got["dice_mean_foreground"] == pytest.approx(want["dice_mean_foreground"], abs=1e-9)
+    assert not glob.glob(str(Path(tempfile.gettempdir()) / "evaluate-onnx-*"))

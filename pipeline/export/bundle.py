@@ -18,6 +18,7 @@ from typing import Any
 from pipeline.errors import InputError
 from pipeline.export.schema import SCHEMA_URL
 from pipeline.export.to_onnx import INPUT_NAME, OUTPUT_NAME, legal_size_expression, size_rule
+from pipeline.export.verify import held_out_image
 from pipeline.io.integrity import sha256_file
 from pipeline.model import legal_input_size, margin, output_size
 
@@ -422,20 +423,6 @@ def _write_models(out: Path, net: Any, model_args: dict[str, Any], opset: int) -
     if (out / "model.onnx.data").is_file():
         files["model.onnx.data"] = out / "model.onnx.data"
     return files
-
-
-def held_out_image(manifest: Any, model_args: dict[str, Any]) -> tuple[str, Any]:
-    """(id, preprocessed image) of the case the export is verified on, checked to fit the model."""
-    import numpy as np
-
-    case_id = manifest.held_out_case()
-    image = np.load(manifest.path(case_id, "image"))
-    dims, in_ch = int(model_args["spatial_dims"]), int(model_args["in_channels"])
-    if image.shape[0] != in_ch or image.ndim - 1 != dims:
-        raise InputError(
-            f"held-out case {case_id}: image shape {tuple(image.shape)} does not fit a {dims}D {in_ch}-channel model"
-        )
-    return case_id, image
 
 
 def label_codes(cfg: Any, labels: Sequence[str]) -> dict[str, Any]:

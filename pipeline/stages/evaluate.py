@@ -15,6 +15,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from pipeline.config import Config
 
@@ -22,6 +23,8 @@ from pipeline.config import Config
 def run(cfg: Config, checkpoint: str | Path | None = None, device: str | None = None) -> None:
     """Evaluate `checkpoint` (default: every member's <train.output_dir>/fold_<k>/best.pt, averaged)
     on the held-out split."""
+    import tempfile
+
     import torch
 
     from pipeline.data.manifest import load_manifest
@@ -39,7 +42,12 @@ def run(cfg: Config, checkpoint: str | Path | None = None, device: str | None = 
     reports = Path(cfg.evaluate.reports_dir)
     boundary = boundary_index(cfg, manifest.labels) if cfg.evaluate.instance_metrics else None
     instances = WatershedSettings.from_config(cfg, manifest.labels)
-    with atomic_dir(cfg.evaluate.predictions_dir) as pred_dir:
+    with (
+        tempfile.TemporaryDirectory(prefix="evaluate-onnx-") as tmp,
+        atomic_dir(cfg.evaluate.predictions_dir) as pred_dir,
+    ):
+        if cfg.evaluate.runtime == "onnxruntime":
+            net = _onnx_twin(cfg, net, ckpt["model_args"], manifest, settings, Path(tmp) / "model.onnx")
         scores = score_held_out(manifest, net, settings, pred_dir, boundary, instances)
         summary = write_reports(reports, scores, manifest.labels)
         figures = write_figures(reports / "figures", manifest, pred_dir, scores)
@@ -56,6 +64,20 @@ def run(cfg: Config, checkpoint: str | Path | None = None, device: str | None = 
             f"evaluate: V_Rand {summary['v_rand_watershed']:.4f}, V_Info {summary['v_info_watershed']:.4f} "
             f"(watershed instances in {cfg.evaluate.predictions_dir}/instances/)"
         )
+
+
+def _onnx_twin(cfg: Config, net: Any, model_args: dict[str, Any], manifest: Any, settings: Any, path: Path) -> Any:
+    """`net` (a member or the ensemble) as a verified ONNX Runtime session (`evaluate.runtime: onnxruntime`)."""
+    import time
+
+    from pipeline.export.verify import held_out_image, verified_onnx
+
+    t0 = time.perf_counter()
+    case_id, image = held_out_image(manifest, model_args)
+    twin = verified_onnx(net.cpu(), model_args, image, settings.tile_size, cfg.export.tolerance, path)
+    took = time.perf_counter() - t0
+    print(f"evaluate: ONNX Runtime (exported, checked against eager on case {case_id}: {took:.1f} s)")
+    return twin
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
