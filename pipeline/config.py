@@ -182,6 +182,10 @@ class InferenceConfig(_Strict):
     # valid: output tile size (input tile = legal size around it); same: sliding-window ROI.
     # None = the training patch size.
     tile_size: list[int] | None = None
+    # valid padding: one tile over the whole image when the net's estimated forward memory for it
+    # (pipeline.model.shapes.forward_bytes_per_voxel) fits in this many MiB -- the fastest layout;
+    # larger images fall back to tile_size. 0: always tile_size.
+    whole_image_mb: float = Field(2048.0, ge=0.0)
     overlap: float = Field(0.5, ge=0.0, lt=1.0)  # sliding window only
     blend: Literal["gaussian", "constant"] = "gaussian"  # sliding window only
     batch_size: int = Field(4, ge=1)

@@ -71,7 +71,7 @@ def normalize(image: np.ndarray, norm: dict[str, Any] | None) -> np.ndarray:
 def predict_probabilities(image: np.ndarray, session: Any, settings: InferenceSettings, progress: bool = False):
     """Softmax (K, *spatial) of one normalised image (C, *spatial) by overlap-tile through an
     ONNX Runtime session: `pipeline.inference.tiles.overlap_tile` with numpy in torch's place."""
-    plan = plan_tiles(image.shape[1:], settings.depth, settings.tile_size)
+    plan = plan_tiles(image.shape[1:], settings.depth, settings.output_tile(image.shape[1:]))
     pad = [(0, 0)] + [(plan.margin, high) for high in plan.pad_high]
     padded = np.pad(image, pad, mode="reflect")  # == tiles.mirror_pad, periodic when the pad is wider
     name_in, name_out = session.get_inputs()[0].name, session.get_outputs()[0].name

@@ -6,6 +6,8 @@ predictor stores it next to the model and rebuilds it with `from_dict`, so both 
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -23,6 +25,7 @@ class InferenceSettings:
     tta: bool = False  # flip test-time augmentation
     tta_axes: tuple[int, ...] | None = None  # the axes TTA mirrors (training's flip axes); None = all
     keep_largest: bool = False  # keep the largest connected component per foreground class
+    whole_image_voxels: int = 0  # valid: one whole-image tile up to this many input voxels (0: never)
 
     def __post_init__(self) -> None:
         if self.padding not in ("valid", "same"):
@@ -35,12 +38,28 @@ class InferenceSettings:
         if self.tta_axes is not None:
             object.__setattr__(self, "tta_axes", tuple(int(a) for a in self.tta_axes))
 
+    def output_tile(self, image_size: Sequence[int]) -> tuple[int, ...]:
+        """The tile for an image: in 'valid' padding the whole image when its network input fits
+        `whole_image_voxels` (one forward pass, no tile seams to recompute), else `tile_size`."""
+        if self.padding == "valid" and self.whole_image_voxels:
+            from pipeline.model.shapes import legal_input_size
+
+            step = 2**self.depth
+            wanted = [max(step, int(n)) for n in image_size]
+            if math.prod(legal_input_size(wanted, self.depth, "valid")) <= self.whole_image_voxels:
+                return tuple(int(n) for n in image_size)
+        return self.tile_size
+
     @classmethod
     def from_config(cls, cfg: Any, model_args: dict[str, Any] | None = None) -> InferenceSettings:
         """From a `Config`; padding and depth come from `model_args` (a checkpoint's) when given."""
+        from pipeline.model.shapes import forward_bytes_per_voxel
+
         padding = model_args["padding"] if model_args else cfg.model.padding
-        depth = len(model_args["features"]) - 1 if model_args else cfg.depth
+        features = model_args["features"] if model_args else cfg.model.features
+        depth = len(features) - 1
         inf = cfg.inference
+        per_voxel = forward_bytes_per_voxel(features, cfg.data.spatial_dims)
         return cls(
             padding=padding,
             depth=depth,
@@ -51,6 +70,7 @@ class InferenceSettings:
             tta=inf.tta,
             tta_axes=cfg.train.augment.flip_axes,
             keep_largest=inf.keep_largest_component,
+            whole_image_voxels=int(inf.whole_image_mb * 2**20 / per_voxel),
         )
 
     def to_dict(self) -> dict[str, Any]:

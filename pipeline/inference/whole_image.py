@@ -39,7 +39,7 @@ def predict_logits(
 
     def one(x: torch.Tensor) -> torch.Tensor:
         if s.padding == "valid":
-            return overlap_tile(x, net, s.depth, s.tile_size, s.batch_size, progress=progress)
+            return overlap_tile(x, net, s.depth, s.output_tile(x.shape[1:]), s.batch_size, progress=progress)
         return sliding_window(x, net, s.tile_size, s.overlap, s.blend, s.batch_size, s.depth, progress=progress)
 
     with torch.no_grad():

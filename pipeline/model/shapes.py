@@ -104,3 +104,17 @@ def legal_input_size(min_output: Sequence[int], depth: int, padding: str = "vali
     """Smallest legal input size whose output is at least `min_output` in every dimension."""
     _check_mode(padding)
     return tuple(_legal_1d(int(m), depth, padding) for m in min_output)
+
+
+# Peak memory of a no-grad forward pass, bytes per input voxel per first-level width: measured as
+# the peak RSS rise of valid-padding U-Nets at 2D 700² (f0 32, 64) and 1084² (f0 16) -> 25-34, and
+# 3D 124³ (f0 16) and 92³ (f0 32) -> 11.5-11.7 (torch 2.13 CPU, oneDNN), rounded up.
+FORWARD_BYTES_PER_VOXEL_PER_WIDTH = {2: 36, 3: 14}
+
+
+def forward_bytes_per_voxel(features: Sequence[int], spatial_dims: int) -> float:
+    """Estimated peak bytes per input voxel of one inference forward pass: what a tile size is
+    budgeted with (the skips and the decoder's concatenations at full resolution dominate)."""
+    if spatial_dims not in FORWARD_BYTES_PER_VOXEL_PER_WIDTH:
+        raise IllegalInputSize(f"spatial_dims must be 2 or 3, got {spatial_dims}")
+    return float(FORWARD_BYTES_PER_VOXEL_PER_WIDTH[spatial_dims] * int(features[0]))
