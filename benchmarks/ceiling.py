@@ -135,7 +135,8 @@ def main() -> None:
         f"({total_flop / total_best:.0f} GFLOP/s) |"
     )
     print(f"| our UNet forward (eager, best of {repeats}) | {forward:.3f} s ({total_flop / forward:.0f} GFLOP/s) |")
-    print(f"| our UNet forward, channels_last (net and input) | {forward_cl:.3f} s ({total_flop / forward_cl:.0f} GFLOP/s) |")
+    cl_rate = total_flop / forward_cl
+    print(f"| our UNet forward, channels_last (net and input) | {forward_cl:.3f} s ({cl_rate:.0f} GFLOP/s) |")
     print(f"| ours / ceiling | {forward / total_best:.2f}x (channels_last: {forward_cl / total_best:.2f}x) |")
     print(f"| fastest form per layer | {', '.join(f'{k} {v}' for k, v in sorted(wins.items()))} |")
     emit_result(
