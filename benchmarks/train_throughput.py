@@ -52,23 +52,50 @@ def build(name: str, dims: int, features: list[int], norm: str, out_channels: in
     raise ValueError(name)
 
 
+# our training step's speed options (`train.channels_last`, `train.bf16`, `train.compile`), each
+# measured as its own row of ours by `--variants`
+VARIANTS: dict[str, dict[str, bool]] = {
+    "channels_last": {"channels_last": True},
+    "bf16": {"bf16": True},
+    "channels_last+bf16": {"channels_last": True, "bf16": True},
+    "compile": {"compile": True},
+}
+
+
 def measure(
-    name: str, dims: int, size: int, batch: int, features: list[int], norm: str, device: str, timing: dict[str, Any]
+    name: str,
+    dims: int,
+    size: int,
+    batch: int,
+    features: list[int],
+    norm: str,
+    device: str,
+    timing: dict[str, Any],
+    channels_last: bool = False,
+    bf16: bool = False,
+    compile: bool = False,
 ) -> dict[str, Any]:
-    """samples/s and peak memory of training steps for one network and configuration."""
+    """samples/s and peak memory of training steps for one network and configuration; the options
+    are the trainer's (`pipeline.training.speed`), applied the way it applies them."""
     import torch
     import torch.nn.functional as F
 
+    from pipeline.training.speed import memory_format, step_autocast
+
     torch.manual_seed(0)
+    fmt = memory_format(dims, channels_last)
     with common.PeakMemory(device) as mem:
-        net = build(name, dims, features, norm).to(device).train()
+        net = build(name, dims, features, norm).to(device).train().to(memory_format=fmt)
         opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
-        x = torch.randn(batch, 1, *([size] * dims), device=device)
+        model = torch.compile(net) if compile else net
+        x = torch.randn(batch, 1, *([size] * dims), device=device).contiguous(memory_format=fmt)
         y = torch.randint(0, 2, (batch, *([size] * dims)), device=device)
 
         def step() -> None:
             opt.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(net(x), y)
+            with step_autocast(torch.device(device), bf16):
+                logits = model(x)
+            loss = F.cross_entropy(logits.float(), y)
             loss.backward()
             opt.step()
 
@@ -88,6 +115,11 @@ def main() -> None:
         help="normalisation, all nets (default: instance, BasicUNet's)",
     )
     p.add_argument("--min-seconds", type=float, default=None, help="time each configuration at least this long")
+    p.add_argument(
+        "--variants",
+        action="store_true",
+        help="also time our step with each speed option (channels_last, bf16, both, torch.compile): a second table",
+    )
     args = p.parse_args()
     device = common.setup_torch(args.device, args.threads)
 
@@ -108,7 +140,7 @@ def main() -> None:
         features = {d: [max(1, f // 2) for f in fs] for d, fs in features.items()}
     models = ["ours", "monai-basicunet", "monai-unet"]
 
-    rows, ratios = [], []
+    rows, ratios, variant_rows = [], [], []
     ours_all, base_all = [], []
     for dims in (2, 3):
         for size in sizes[dims]:
@@ -136,6 +168,13 @@ def main() -> None:
                     ]
                 )
                 print(f"  done {dims}D {shape} batch {batch}: ours/BasicUNet {r_basic:.2f}x", flush=True)
+                if args.variants:
+                    base = res["ours"]["samples_s"]
+                    cells = []
+                    for opts in VARIANTS.values():
+                        v = measure("ours", dims, size, batch, features[dims], args.norm, device, timing, **opts)
+                        cells += [v["samples_s"], v["samples_s"] / base]
+                    variant_rows.append([f"{dims}D", shape, batch, base, *cells])
 
     mem_h = common.memory_header(device)
     headers = [
@@ -163,6 +202,16 @@ def main() -> None:
     print(common.markdown_table(headers, rows))
     print()
     print(f"geometric mean ours / BasicUNet over {len(ratios)} configurations: {common.geometric_mean(ratios):.3f}x")
+    if variant_rows:
+        print()
+        print("### Our step with each speed option (samples/s, and x the default step above)")
+        v_headers = ["dims", "patch", "batch", "ours default"]
+        for name in VARIANTS:
+            v_headers += [name, "x"]
+        print(common.markdown_table(v_headers, variant_rows))
+        for k, name in enumerate(VARIANTS):
+            gain = common.geometric_mean([r[5 + 2 * k] for r in variant_rows])
+            print(f"geometric mean {name} / default: {gain:.3f}x")
     common.emit_result(
         "train_samples_per_s_geomean_ours_vs_monai_basicunet",
         common.geometric_mean(ours_all),

@@ -139,7 +139,11 @@ class TrainConfig(_Strict):
     weight_decay: float = Field(1e-5, ge=0)
     scheduler: Literal["poly", "cosine", "none"] = "poly"
     grad_clip: float | None = Field(12.0, gt=0)
+    # speed options of the training step (pipeline.training.speed; measured in benchmarks/README.md):
+    # bfloat16 autocast of the forward pass, NHWC / NDHWC memory format, torch.compile of the network
     bf16: bool = False
+    channels_last: bool = False
+    compile: bool = False
     val_every: int = Field(1, ge=1)
     # DataLoader worker processes (each re-seeded per epoch and worker id); 0 = in the training process
     num_workers: int = Field(0, ge=0)

@@ -29,6 +29,7 @@ from pipeline.training.data import patch_geometry, train_dataset, train_loader
 from pipeline.training.history import write_history
 from pipeline.training.losses import build_loss
 from pipeline.training.optim import build_optimizer, build_scheduler
+from pipeline.training.speed import memory_format, step_autocast
 from pipeline.training.validation import ValidationResult, save_overlays, validate
 
 HISTORY_FILE = "train_history.csv"
@@ -171,7 +172,8 @@ def _build(cfg: Config, info: D.DistInfo) -> _Run:
     state = _resume_state(last, key, info)
     D.barrier(info)  # every rank has read last.pt before rank 0 may overwrite it
     set_determinism(seed=cfg.seed)
-    net = build_model(cfg.model, cfg.data.spatial_dims, in_channels, num_classes).to(info.device)
+    fmt = memory_format(cfg.data.spatial_dims, cfg.train.channels_last)
+    net = build_model(cfg.model, cfg.data.spatial_dims, in_channels, num_classes).to(info.device, memory_format=fmt)
     trained: torch.nn.Module = net
     if cfg.train.deep_supervision:
         from pipeline.training.deep_supervision import DeepSupervisedNet
@@ -183,6 +185,8 @@ def _build(cfg: Config, info: D.DistInfo) -> _Run:
     if info.distributed:
         ids = [info.local_rank] if info.device.type == "cuda" else None
         model = torch.nn.parallel.DistributedDataParallel(trained, device_ids=ids)
+    if cfg.train.compile:
+        model = torch.compile(model)
     margs = model_args(cfg.model, cfg.data.spatial_dims, in_channels, num_classes)
     loss = build_loss(cfg, num_classes)
     run = _Run(cfg, info, manifest, net, trained, model, optimizer, scheduler, loss, margs, key, None)
@@ -204,16 +208,17 @@ def _train_epoch(r: _Run, loader: Any, epoch: int) -> float:
     """One pass over the loader; returns the mean training loss over all ranks."""
     cfg, info = r.cfg, r.info
     with_weight = cfg.train.uses_weight_map
+    fmt = memory_format(cfg.data.spatial_dims, cfg.train.channels_last)
     r.model.train()
     t0 = time.perf_counter()
     total, steps, seen = 0.0, 0, 0
     bar = tqdm(loader, desc=f"epoch {epoch}/{cfg.train.epochs}", disable=not info.is_main, leave=False)
     for batch in bar:
-        image = batch["image"].to(info.device, non_blocking=True)
+        image = batch["image"].to(info.device, non_blocking=True).contiguous(memory_format=fmt)
         label = batch["label"].to(info.device, non_blocking=True)
         weight = batch["weight"].to(info.device, non_blocking=True) if with_weight else None
         r.optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device_type=info.device.type, dtype=torch.bfloat16, enabled=cfg.train.bf16):
+        with step_autocast(info.device, cfg.train.bf16):
             logits = r.model(image)
         loss = r.loss_fn(logits, label, weight)
         if not torch.isfinite(loss):
