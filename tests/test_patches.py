@@ -144,3 +144,17 @@ def test_training_reads_no_whole_volume_when_not_cached(
     for batch in train_loader(cfg, ds, epoch_seed=1):
         assert tuple(batch["image"].shape[2:]) == (16, 16, 16)
     assert loads and all(m == "r" for m in loads), loads  # arrays and locations alike
+
+
+def test_worker_processes_collate_batches_whichever_augmentations_fired(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A spatial augmentation turns a label float, a skipped one leaves it uint8; in worker
+    processes the batch is collated into shared memory of the first sample's dtype, so a batch
+    mixing the two failed. Every sample now leaves the chain as float32 image, uint8 label."""
+    root = prepare_data(tmp_path, tmp_path_factory.mktemp("patch_data_mixed"), dims=3, **DATA_3D)
+    aug = {"elastic": True, "rotate": True, "flip": False, "intensity": False, "prob": 0.5}
+    train = {"iterations_per_epoch": 6, "batch_size": 4, "patch_size": [16, 16, 16], "num_workers": 2, "augment": aug}
+    batches = _batches(make_config(3, "same", train=train), root, 3)
+    assert len(batches) == 6
+    assert all(b["label"].dtype == torch.uint8 and b["image"].dtype == torch.float32 for b in batches)

@@ -60,6 +60,7 @@ def flip_transforms(keys: Sequence[str], aug: AugmentConfig, dims: int) -> list[
 
 def train_transforms(cfg: Config, keys: tuple[str, ...], store: Any) -> Any:
     """Lazy fg/bg-balanced window read -> elastic/rotate/flip/intensity -> label centre crop."""
+    import torch
     from monai.transforms import (
         CenterSpatialCropd,
         Compose,
@@ -111,7 +112,10 @@ def train_transforms(cfg: Config, keys: tuple[str, ...], store: Any) -> Any:
         ]
     if geo.margin and others:
         chain.append(CenterSpatialCropd(keys=list(others), roi_size=geo.output_size))
-    chain.append(EnsureTyped(keys=list(keys), track_meta=False))
+    # one dtype per key whichever augmentations fired (a spatial one turns the label float), so
+    # worker processes can collate a batch into shared memory: label uint8, the rest float32
+    dtypes = [torch.uint8 if k == "label" else torch.float32 for k in keys]
+    chain.append(EnsureTyped(keys=list(keys), dtype=dtypes, track_meta=False))
     return Compose(chain)
 
 
