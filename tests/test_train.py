@@ -101,6 +101,57 @@ def test_train_3d_converges(workdir: Path, data_cache: Path, padding: str) -> No
 
 
 @pytest.mark.slow
+def test_train_3d_with_bf16_and_channels_last_converges(
+    workdir: Path, data_cache: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`train.bf16` and `train.channels_last` on: the run says so, and it converges like the
+    float32 one above (weights and checkpoints stay float32, default layout on disk)."""
+    from pipeline.stages.train import run
+
+    prepare_data(workdir, data_cache, dims=3, **DATA_3D)
+    train = {**TRAIN_3D, "patch_size": [24] * 3, "bf16": True, "channels_last": True}
+    cfg = make_config(3, "same", model=MODEL_3D, train=train, inference={"overlap": 0.25})
+    run(cfg)
+    assert "on cpu (bf16, channels_last);" in capsys.readouterr().out
+    rows = _check_outputs(workdir, cfg, cfg.train.epochs)
+    losses = [float(r["train_loss"]) for r in rows]
+    assert losses[-1] < 0.6 * losses[0], losses
+    assert _val_dice(rows)[-1] >= 0.80, rows
+    state = torch.load(workdir / "checkpoints" / "fold_0" / "best.pt", map_location="cpu", weights_only=True)
+    assert all(t.dtype == torch.float32 for t in state["model"].values() if t.is_floating_point())
+
+
+@pytest.mark.slow
+def test_compiled_training_step_matches_eager(workdir: Path, data_cache: Path) -> None:
+    """`train.compile`: torch.compile of the network gives the eager run's losses (same seed)."""
+    from pipeline.stages.train import run
+
+    prepare_data(workdir, data_cache, dims=2)
+    histories = []
+    for compiled in (False, True):
+        cfg = make_config(2, "same", train={"epochs": 1, "iterations_per_epoch": 4, "compile": compiled})
+        cfg.train.output_dir = workdir / f"ckpt_{compiled}"
+        run(cfg)
+        histories.append(_read_history(workdir / f"ckpt_{compiled}" / "fold_0" / "train_history.csv"))
+    eager, compiled = (float(h[0]["train_loss"]) for h in histories)
+    assert compiled == pytest.approx(eager, rel=1e-3)
+
+
+def test_speed_switches_resolve_auto() -> None:
+    from pipeline.training.speed import memory_format, native_bf16, use_bf16, use_channels_last
+
+    cpu = torch.device("cpu")
+    caps = torch.cpu.get_capabilities()
+    assert native_bf16(cpu) == bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
+    assert use_bf16("auto", cpu) == native_bf16(cpu)
+    assert use_bf16(True, cpu) and not use_bf16(False, cpu)
+    assert use_channels_last("auto", 3) and not use_channels_last("auto", 2)
+    assert use_channels_last(True, 2) and not use_channels_last(False, 3)
+    assert memory_format(3, True) == torch.channels_last_3d and memory_format(2, True) == torch.channels_last
+    assert memory_format(2, False) == torch.contiguous_format
+
+
+@pytest.mark.slow
 def test_resume_equals_uninterrupted(workdir: Path, data_cache: Path) -> None:
     """Train 3 epochs straight vs 1 epoch, 'killed', re-run to 3: same weights, same history."""
     from mlflow.tracking import MlflowClient

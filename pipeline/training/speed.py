@@ -9,9 +9,33 @@ in benchmarks/README.md (`train_throughput.py --variants`).
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from typing import Any, Literal
 
 import torch
+
+Switch = bool | Literal["auto"]
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether the device multiplies bfloat16 in hardware: a CUDA GPU that supports it, or a CPU
+    with AVX512-BF16 or AMX-BF16 (without them oneDNN emulates bf16 and the step gets slower)."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    if device.type == "cpu" and hasattr(torch.cpu, "get_capabilities"):
+        caps = torch.cpu.get_capabilities()
+        return bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
+    return False
+
+
+def use_bf16(setting: Switch, device: torch.device) -> bool:
+    """`train.bf16`: on, off, or `auto` = where the hardware has native bf16 (`native_bf16`)."""
+    return native_bf16(device) if setting == "auto" else bool(setting)
+
+
+def use_channels_last(setting: Switch, spatial_dims: int) -> bool:
+    """`train.channels_last`: on, off, or `auto` = 3D only (where it measured faster, with and
+    without bf16; in 2D it slowed the fp32 step down)."""
+    return spatial_dims == 3 if setting == "auto" else bool(setting)
 
 
 def memory_format(spatial_dims: int, channels_last: bool) -> torch.memory_format:

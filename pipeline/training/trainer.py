@@ -29,7 +29,7 @@ from pipeline.training.data import patch_geometry, train_dataset, train_loader
 from pipeline.training.history import write_history
 from pipeline.training.losses import build_loss
 from pipeline.training.optim import build_optimizer, build_scheduler
-from pipeline.training.speed import memory_format, step_autocast
+from pipeline.training.speed import memory_format, step_autocast, use_bf16, use_channels_last
 from pipeline.training.validation import ValidationResult, save_overlays, validate
 
 HISTORY_FILE = "train_history.csv"
@@ -172,7 +172,7 @@ def _build(cfg: Config, info: D.DistInfo) -> _Run:
     state = _resume_state(last, key, info)
     D.barrier(info)  # every rank has read last.pt before rank 0 may overwrite it
     set_determinism(seed=cfg.seed)
-    fmt = memory_format(cfg.data.spatial_dims, cfg.train.channels_last)
+    fmt = memory_format(cfg.data.spatial_dims, use_channels_last(cfg.train.channels_last, cfg.data.spatial_dims))
     net = build_model(cfg.model, cfg.data.spatial_dims, in_channels, num_classes).to(info.device, memory_format=fmt)
     trained: torch.nn.Module = net
     if cfg.train.deep_supervision:
@@ -208,7 +208,8 @@ def _train_epoch(r: _Run, loader: Any, epoch: int) -> float:
     """One pass over the loader; returns the mean training loss over all ranks."""
     cfg, info = r.cfg, r.info
     with_weight = cfg.train.uses_weight_map
-    fmt = memory_format(cfg.data.spatial_dims, cfg.train.channels_last)
+    fmt = memory_format(cfg.data.spatial_dims, use_channels_last(cfg.train.channels_last, cfg.data.spatial_dims))
+    bf16 = use_bf16(cfg.train.bf16, info.device)
     r.model.train()
     t0 = time.perf_counter()
     total, steps, seen = 0.0, 0, 0
@@ -218,7 +219,7 @@ def _train_epoch(r: _Run, loader: Any, epoch: int) -> float:
         label = batch["label"].to(info.device, non_blocking=True)
         weight = batch["weight"].to(info.device, non_blocking=True) if with_weight else None
         r.optimizer.zero_grad(set_to_none=True)
-        with step_autocast(info.device, cfg.train.bf16):
+        with step_autocast(info.device, bf16):
             logits = r.model(image)
         loss = r.loss_fn(logits, label, weight)
         if not torch.isfinite(loss):
@@ -336,13 +337,29 @@ def _train(cfg: Config, max_epochs: int | None, info: D.DistInfo) -> TrainOutcom
     return r.outcome(stop)
 
 
+def _speed_options(cfg: Config, info: D.DistInfo) -> str:
+    """The training step's speed options in effect (`auto` resolved), for the describe line."""
+    t = cfg.train
+    on = [
+        name
+        for name, active in (
+            ("bf16", use_bf16(t.bf16, info.device)),
+            ("channels_last", use_channels_last(t.channels_last, cfg.data.spatial_dims)),
+            ("compiled", t.compile),
+        )
+        if active
+    ]
+    return f" ({', '.join(on)})" if on else ""
+
+
 def _describe(cfg: Config, manifest: Manifest, store: Any, n_val: int, info: D.DistInfo) -> str:
     """The one line that says what is about to be trained, on what and where."""
     geo = patch_geometry(cfg)
     return (
         f"training {cfg.name}: {cfg.data.spatial_dims}D {cfg.model.padding} U-Net {list(cfg.model.features)}, "
         f"input patch {list(geo.input_size)} -> output {list(geo.output_size)}, "
-        f"{len(store)} train / {n_val} val cases, {info.world_size} process(es) on {info.device}; "
-        f"{store.cached_cases}/{len(store)} train cases cached in RAM ({store.cached_bytes / 2**20:.0f} MiB), "
+        f"{len(store)} train / {n_val} val cases, {info.world_size} process(es) on {info.device}"
+        f"{_speed_options(cfg, info)}; {store.cached_cases}/{len(store)} train cases cached in RAM "
+        f"({store.cached_bytes / 2**20:.0f} MiB), "
         "the rest read patch by patch"
     )
