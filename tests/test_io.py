@@ -111,7 +111,20 @@ def test_multipage_tiff_is_a_stack_of_2d_slices(tmp_path: Path) -> None:
 
 
 def _write_dicom_series(folder: Path, volume: np.ndarray, spacing: tuple[float, float, float]) -> None:
-    """A CT-like series, one file per slice, as in SimpleITK's DicomSeriesFromArray example."""
+    """A CT-like series, one file per slice, as in SimpleITK's DicomSeriesFromArray example.
+
+    ITK's GDCM writer leaves the process in the C locale (ASCII `open()`, which then breaks e.g.
+    torch.compile's template reading in later tests); the locale is put back afterwards."""
+    import locale
+
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        _write_slices(folder, volume, spacing)
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
+
+
+def _write_slices(folder: Path, volume: np.ndarray, spacing: tuple[float, float, float]) -> None:
     folder.mkdir()
     image = sitk.GetImageFromArray(volume)
     image.SetSpacing(spacing)
