@@ -58,8 +58,23 @@ VARIANTS: dict[str, dict[str, bool]] = {
     "channels_last": {"channels_last": True},
     "bf16": {"bf16": True},
     "channels_last+bf16": {"channels_last": True, "bf16": True},
-    "compile": {"compile": True},
 }
+COMPILE_VARIANT = {"compile": {"compile": True}}  # with --compile: ~1 min of compilation per configuration
+
+
+def default_options(dims: int, device: str) -> dict[str, bool]:
+    """The speed options the trainer's defaults (`auto`) turn on for this dimensionality here."""
+    import torch
+
+    from pipeline.config import TrainConfig
+    from pipeline.training.speed import use_bf16, use_channels_last
+
+    t = TrainConfig()
+    return {
+        "bf16": use_bf16(t.bf16, torch.device(device)),
+        "channels_last": use_channels_last(t.channels_last, dims),
+        "compile": bool(t.compile),
+    }
 
 
 def measure(
@@ -118,10 +133,12 @@ def main() -> None:
     p.add_argument(
         "--variants",
         action="store_true",
-        help="also time our step with each speed option (channels_last, bf16, both, torch.compile): a second table",
+        help="also time our step with each speed option (channels_last, bf16, both; --compile adds torch.compile)",
     )
+    p.add_argument("--compile", action="store_true", help="with --variants: also time torch.compile")
     args = p.parse_args()
     device = common.setup_torch(args.device, args.threads)
+    variants = {**VARIANTS, **(COMPILE_VARIANT if args.compile else {})}
 
     if args.quick:
         # the full run's smaller patch per dimensionality at both batch sizes (the same scenes), with
@@ -140,12 +157,21 @@ def main() -> None:
         features = {d: [max(1, f // 2) for f in fs] for d, fs in features.items()}
     models = ["ours", "monai-basicunet", "monai-unet"]
 
-    rows, ratios, variant_rows = [], [], []
-    ours_all, base_all = [], []
+    rows, ratios, variant_rows, default_ratios = [], [], [], []
+    ours_all, base_all, ours_default_all = [], [], []
     for dims in (2, 3):
         for size in sizes[dims]:
             for batch in batches:
                 res = {m: measure(m, dims, size, batch, features[dims], args.norm, device, timing) for m in models}
+                defaults = default_options(dims, device)
+                res["ours-defaults"] = (
+                    measure("ours", dims, size, batch, features[dims], args.norm, device, timing, **defaults)
+                    if any(defaults.values())
+                    else res["ours"]
+                )
+                r_default = res["ours-defaults"]["samples_s"] / res["monai-basicunet"]["samples_s"]
+                default_ratios.append(r_default)
+                ours_default_all.append(res["ours-defaults"]["samples_s"])
                 r_basic = res["ours"]["samples_s"] / res["monai-basicunet"]["samples_s"]
                 r_unet = res["ours"]["samples_s"] / res["monai-unet"]["samples_s"]
                 ratios.append(r_basic)
@@ -162,6 +188,8 @@ def main() -> None:
                         res["monai-unet"]["samples_s"],
                         r_basic,
                         r_unet,
+                        res["ours-defaults"]["samples_s"],
+                        r_default,
                         res["ours"]["mem"],
                         res["monai-basicunet"]["mem"],
                         res["monai-unet"]["mem"],
@@ -171,7 +199,7 @@ def main() -> None:
                 if args.variants:
                     base = res["ours"]["samples_s"]
                     cells = []
-                    for opts in VARIANTS.values():
+                    for opts in variants.values():
                         v = measure("ours", dims, size, batch, features[dims], args.norm, device, timing, **opts)
                         cells += [v["samples_s"], v["samples_s"] / base]
                     variant_rows.append([f"{dims}D", shape, batch, base, *cells])
@@ -186,6 +214,8 @@ def main() -> None:
         "MONAI UNet samples/s",
         "ours / BasicUNet",
         "ours / MONAI UNet",
+        "ours, default options samples/s",
+        "default options / BasicUNet",
         f"ours {mem_h}",
         f"BasicUNet {mem_h}",
         f"MONAI UNet {mem_h}",
@@ -206,17 +236,23 @@ def main() -> None:
         print()
         print("### Our step with each speed option (samples/s, and x the default step above)")
         v_headers = ["dims", "patch", "batch", "ours default"]
-        for name in VARIANTS:
+        for name in variants:
             v_headers += [name, "x"]
         print(common.markdown_table(v_headers, variant_rows))
-        for k, name in enumerate(VARIANTS):
+        for k, name in enumerate(variants):
             gain = common.geometric_mean([r[5 + 2 * k] for r in variant_rows])
             print(f"geometric mean {name} / default: {gain:.3f}x")
+    print(
+        f"geometric mean ours with the trainer's default options / BasicUNet: "
+        f"{common.geometric_mean(default_ratios):.3f}x"
+    )
     common.emit_result(
-        "train_samples_per_s_geomean_ours_vs_monai_basicunet",
-        common.geometric_mean(ours_all),
+        "train_samples_per_s_geomean_ours_default_options_vs_monai_basicunet",
+        common.geometric_mean(ours_default_all),
         common.geometric_mean(base_all),
         "samples/s (geometric mean over configurations)",
+        float32_ratio=round(common.geometric_mean(ratios), 4),
+        default_options={d: default_options(d, device) for d in (2, 3)},
     )
 
 
