@@ -95,3 +95,24 @@ def test_overrides_apply_dotted_keys(tmp_path):
 def test_missing_file_is_named(tmp_path):
     with pytest.raises(ConfigError, match="nope.yaml does not exist"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_help_and_config_commands_import_no_torch_monai_or_mlflow(tmp_path: Path) -> None:
+    """`unet-pipeline --help` and `unet-pipeline config` answer without the heavy stack."""
+    import json
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parent.parent
+    code = (
+        "import contextlib, io, json, sys\n"
+        "from pipeline.cli import build_parser, main\n"
+        "build_parser().format_help()\n"
+        "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
+        f"    rc = main(['config', '-c', {str(repo / 'configs' / 'synthetic-2d.yaml')!r}])\n"
+        "print(json.dumps({'rc': rc, 'yaml': 'spatial_dims: 2' in out.getvalue(),\n"
+        "                  'loaded': [m for m in ('torch', 'monai', 'mlflow') if m in sys.modules]}))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"rc": 0, "yaml": True, "loaded": []}
