@@ -94,6 +94,8 @@ def main() -> None:
     p.add_argument("--config", type=Path, default=REPO / "configs" / "synthetic-3d.yaml", help="the preset")
     p.add_argument("--workdir", type=Path, default=None, help="a work dir whose preprocessed/ to use")
     args = p.parse_args()
+    args.config = args.config.resolve()  # the work happens in a temporary directory
+    args.workdir = args.workdir.resolve() if args.workdir is not None else None
     device = setup_torch("cpu", args.threads)
     import torch
     from monai.data import ThreadDataLoader

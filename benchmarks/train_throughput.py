@@ -67,12 +67,12 @@ def default_options(dims: int, device: str) -> dict[str, bool]:
     import torch
 
     from pipeline.config import TrainConfig
-    from pipeline.training.speed import use_bf16, use_channels_last
+    from pipeline.training.speed import use_bf16
 
     t = TrainConfig()
     return {
         "bf16": use_bf16(t.bf16, torch.device(device)),
-        "channels_last": use_channels_last(t.channels_last, dims),
+        "channels_last": bool(t.channels_last),
         "compile": bool(t.compile),
     }
 

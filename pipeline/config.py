@@ -141,9 +141,9 @@ class TrainConfig(_Strict):
     grad_clip: float | None = Field(12.0, gt=0)
     # speed options of the training step (pipeline.training.speed; measured in benchmarks/README.md):
     # bfloat16 autocast of the forward pass (auto: where the hardware has native bf16), NHWC / NDHWC
-    # memory format (auto: 3D), torch.compile of the network
+    # memory format, torch.compile of the network
     bf16: bool | Literal["auto"] = "auto"
-    channels_last: bool | Literal["auto"] = "auto"
+    channels_last: bool = False
     compile: bool = False
     val_every: int = Field(1, ge=1)
     # DataLoader worker processes (each re-seeded per epoch and worker id); 0 = in the training process

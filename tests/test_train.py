@@ -138,15 +138,13 @@ def test_compiled_training_step_matches_eager(workdir: Path, data_cache: Path) -
 
 
 def test_speed_switches_resolve_auto() -> None:
-    from pipeline.training.speed import memory_format, native_bf16, use_bf16, use_channels_last
+    from pipeline.training.speed import memory_format, native_bf16, use_bf16
 
     cpu = torch.device("cpu")
     caps = torch.cpu.get_capabilities()
     assert native_bf16(cpu) == bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
     assert use_bf16("auto", cpu) == native_bf16(cpu)
     assert use_bf16(True, cpu) and not use_bf16(False, cpu)
-    assert use_channels_last("auto", 3) and not use_channels_last("auto", 2)
-    assert use_channels_last(True, 2) and not use_channels_last(False, 3)
     assert memory_format(3, True) == torch.channels_last_3d and memory_format(2, True) == torch.channels_last
     assert memory_format(2, False) == torch.contiguous_format
 

@@ -3,7 +3,8 @@
 `train.channels_last` (NHWC / NDHWC memory format, the layout oneDNN's direct convolutions
 prefer), `train.bf16` (bfloat16 autocast of the forward pass; the loss stays float32) and
 `train.compile` (`torch.compile` of the network). Which of them pays on which machine is measured
-in benchmarks/README.md (`train_throughput.py --variants`).
+in benchmarks/README.md (`train_throughput.py --variants`): bf16 is on by default where the
+hardware has it; channels-last and compile are switches (neither was faster in every configuration).
 """
 
 from __future__ import annotations
@@ -30,12 +31,6 @@ def native_bf16(device: torch.device) -> bool:
 def use_bf16(setting: Switch, device: torch.device) -> bool:
     """`train.bf16`: on, off, or `auto` = where the hardware has native bf16 (`native_bf16`)."""
     return native_bf16(device) if setting == "auto" else bool(setting)
-
-
-def use_channels_last(setting: Switch, spatial_dims: int) -> bool:
-    """`train.channels_last`: on, off, or `auto` = 3D only (where it measured faster, with and
-    without bf16; in 2D it slowed the fp32 step down)."""
-    return spatial_dims == 3 if setting == "auto" else bool(setting)
 
 
 def memory_format(spatial_dims: int, channels_last: bool) -> torch.memory_format:

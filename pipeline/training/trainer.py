@@ -29,7 +29,7 @@ from pipeline.training.data import patch_geometry, train_dataset, train_loader
 from pipeline.training.history import write_history
 from pipeline.training.losses import build_loss
 from pipeline.training.optim import build_optimizer, build_scheduler
-from pipeline.training.speed import memory_format, step_autocast, use_bf16, use_channels_last
+from pipeline.training.speed import memory_format, step_autocast, use_bf16
 from pipeline.training.validation import ValidationResult, save_overlays, validate
 
 HISTORY_FILE = "train_history.csv"
@@ -172,7 +172,7 @@ def _build(cfg: Config, info: D.DistInfo) -> _Run:
     state = _resume_state(last, key, info)
     D.barrier(info)  # every rank has read last.pt before rank 0 may overwrite it
     set_determinism(seed=cfg.seed)
-    fmt = memory_format(cfg.data.spatial_dims, use_channels_last(cfg.train.channels_last, cfg.data.spatial_dims))
+    fmt = memory_format(cfg.data.spatial_dims, cfg.train.channels_last)
     net = build_model(cfg.model, cfg.data.spatial_dims, in_channels, num_classes).to(info.device, memory_format=fmt)
     trained: torch.nn.Module = net
     if cfg.train.deep_supervision:
@@ -208,7 +208,7 @@ def _train_epoch(r: _Run, loader: Any, epoch: int) -> float:
     """One pass over the loader; returns the mean training loss over all ranks."""
     cfg, info = r.cfg, r.info
     with_weight = cfg.train.uses_weight_map
-    fmt = memory_format(cfg.data.spatial_dims, use_channels_last(cfg.train.channels_last, cfg.data.spatial_dims))
+    fmt = memory_format(cfg.data.spatial_dims, cfg.train.channels_last)
     bf16 = use_bf16(cfg.train.bf16, info.device)
     r.model.train()
     t0 = time.perf_counter()
@@ -344,7 +344,7 @@ def _speed_options(cfg: Config, info: D.DistInfo) -> str:
         name
         for name, active in (
             ("bf16", use_bf16(t.bf16, info.device)),
-            ("channels_last", use_channels_last(t.channels_last, cfg.data.spatial_dims)),
+            ("channels_last", t.channels_last),
             ("compiled", t.compile),
         )
         if active
