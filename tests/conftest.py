@@ -26,3 +26,12 @@ def shared_data() -> Path:
     if not path.is_dir():
         pytest.skip(f"real datasets not found at {path} (set UNET_SHARED_DATA)")
     return path
+
+
+@pytest.fixture(scope="session")
+def exported_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """exported/model.onnx of the session's trained 2D workdir (`helpers_eval.pipeline_workdir`)."""
+    from helpers_eval import pipeline_workdir
+
+    cfg, root = pipeline_workdir(tmp_path_factory, export=True)
+    return root / cfg.export.output_dir / "model.onnx"

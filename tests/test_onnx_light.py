@@ -10,16 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers_eval import pipeline_env, pipeline_workdir
+from helpers_eval import pipeline_env
 
 from pipeline.export import onnx_light
 from pipeline.inference import InferenceSettings
-
-
-@pytest.fixture(scope="module")
-def exported_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    cfg, root = pipeline_workdir(tmp_path_factory, export=True)
-    return root / cfg.export.output_dir / "model.onnx"
 
 
 def _read(path: Path) -> tuple[np.ndarray, tuple]:

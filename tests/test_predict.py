@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers_eval import pipeline_env, pipeline_workdir
+from helpers_eval import pipeline_env
 
 from pipeline.inference import InferenceSettings
 from pipeline.inference.case import predict_case
@@ -142,13 +142,6 @@ def test_prediction_on_reoriented_resampled_case_has_source_geometry(tmp_path: P
 
 
 # --- the standalone predictor on bad input ---------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def exported_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """exported/model.onnx of the session's trained 2D workdir (shared with test_bundle.py)."""
-    cfg, root = pipeline_workdir(tmp_path_factory, export=True)
-    return root / cfg.export.output_dir / "model.onnx"
 
 
 def _write_3d(path: Path) -> Path:
