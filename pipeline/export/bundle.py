@@ -18,7 +18,7 @@ from typing import Any
 from pipeline.errors import InputError
 from pipeline.export.schema import SCHEMA_URL
 from pipeline.export.to_onnx import INPUT_NAME, OUTPUT_NAME, legal_size_expression, size_rule
-from pipeline.export.verify import held_out_image
+from pipeline.export.verify import fit_to_size, held_out_image, verification_sizes, verify_exports
 from pipeline.io.integrity import sha256_file
 from pipeline.model import legal_input_size, margin, output_size
 
@@ -437,7 +437,6 @@ def build_bundle(
     out: Path, net: Any, ckpt: dict[str, Any], manifest: Any, cfg: Any, checkpoints: Sequence[Path]
 ) -> dict[str, Any]:
     """Export, verify and lay out the bundle in `out` (an empty dir); returns the metadata."""
-    from pipeline.export.verify import verification_sizes, verify_exports
     from pipeline.inference import InferenceSettings
     from pipeline.inference.instances import WatershedSettings
     from pipeline.training.checkpoint import weights_digest
@@ -500,8 +499,6 @@ def build_bundle(
 
 def mlflow_example(manifest: Any, model_args: dict[str, Any], settings: Any) -> Any:
     """A small legal crop of the held-out image (1, C, *spatial): the input example MLflow stores."""
-    from pipeline.export.verify import fit_to_size
-
     depth, padding = len(model_args["features"]) - 1, str(model_args["padding"])
     size = legal_input_size([min(t, 2**depth * 4) for t in settings.tile_size], depth, padding)
     return fit_to_size(held_out_image(manifest, model_args)[1], size)[None]
