@@ -130,24 +130,30 @@ def run_rows(
     warmup: int,
     repeats: int,
     reference: bool,
+    ours_layout: Any,
 ) -> list[dict[str, Any]]:
     """Time every strategy on one image; returns one record per table row."""
     import torch
     from monai.inferers import sliding_window_inference
 
     from pipeline.inference import overlap_tile, sliding_window
+    from pipeline.inference.layout import channels_last
 
     image = image.to(device=device, dtype=torch.float32)
     voxels = image[0].numel()
     monai_label = "BasicUNet" if nets["monai"] is not nets["same"] else "our same UNet"
     whole = tuple(image.shape[1:])  # one output tile covering the image: legal for a valid net, same result
-    cases: list[tuple[str, str, str, Any, Any]] = [
+    # (row, net label, window, net, strategy, layout): ours run in the product's layout
+    # (`inference.channels_last`, `ours_layout`); MONAI as a user calls it, and once more on a
+    # channels-last net, which tells the layout's share of the gap from the strategy's
+    cases: list[tuple[str, str, str, Any, Any, Any]] = [
         (
             "ours overlap-tile",
             "our valid UNet",
             f"tile out {tuple(tile)}",
             nets["valid"],
             lambda n: overlap_tile(image, n, depth, tile, batch),
+            ours_layout,
         ),
         (
             "ours overlap-tile, whole-image tile",
@@ -155,6 +161,7 @@ def run_rows(
             f"tile out >= {whole}",
             nets["valid"],
             lambda n: overlap_tile(image, n, depth, whole, batch),
+            ours_layout,
         ),
     ]
     for ov in (0.25, 0.5):
@@ -165,38 +172,42 @@ def run_rows(
                 f"roi {tuple(roi)}",
                 nets["same"],
                 lambda n, ov=ov: sliding_window(image, n, roi, ov, "gaussian", batch, depth),
+                ours_layout,
             )
         )
-    for ov in (0.25, 0.5):
+    for ov, layout in ((0.25, False), (0.5, False), (0.5, True)):
         cases.append(
             (
-                f"MONAI sliding_window_inference {ov}",
+                f"MONAI sliding_window_inference {ov}" + (", channels-last net" if layout else ""),
                 monai_label,
                 f"roi {tuple(roi)}",
                 nets["monai"],
                 lambda n, ov=ov: sliding_window_inference(image[None], roi, batch, n, overlap=ov, mode="gaussian")[0],
+                layout,
             )
         )
 
-    refs: dict[int, Any] = {}
+    refs: dict[tuple[int, bool], Any] = {}
     rows = []
-    for name, net_label, window, net, fn in cases:
-        counter = CountingNet(net)
-        with common.PeakMemory(device) as mem, torch.no_grad():
-            times = common.time_calls(lambda fn=fn, counter=counter: fn(counter), device, warmup, repeats)
-        runs = warmup + repeats
-        out_vox, in_vox = counter.out_voxels / runs, counter.in_voxels / runs
-        agree = max_diff = float("nan")
-        if reference:
-            with torch.no_grad():
-                pred = torch.as_tensor(fn(net))
-                if id(net) not in refs:
-                    refs[id(net)] = whole_image_reference(
-                        image, net, depth, "valid" if net is nets["valid"] else "same"
-                    )
-                ref = refs[id(net)]
-            agree = float((pred.argmax(0) == ref.argmax(0)).float().mean()) * 100
-            max_diff = float((pred - ref).abs().max())
+    for name, net_label, window, net, fn, layout in cases:
+        with channels_last(net, len(tile), layout) as run:
+            counter = CountingNet(run)
+            with common.PeakMemory(device) as mem, torch.no_grad():
+                times = common.time_calls(lambda fn=fn, counter=counter: fn(counter), device, warmup, repeats)
+            runs = warmup + repeats
+            out_vox, in_vox = counter.out_voxels / runs, counter.in_voxels / runs
+            agree = max_diff = float("nan")
+            if reference:  # against a whole pass in the row's own layout: the strategy's error alone
+                with torch.no_grad():
+                    pred = torch.as_tensor(fn(run))
+                    key = (id(net), run is not net)
+                    if key not in refs:
+                        refs[key] = whole_image_reference(
+                            image, run, depth, "valid" if net is nets["valid"] else "same"
+                        )
+                    ref = refs[key]
+                agree = float((pred.argmax(0) == ref.argmax(0)).float().mean()) * 100
+                max_diff = float((pred - ref).abs().max())
         sec = common.median(times)
         rows.append(
             {
@@ -215,6 +226,17 @@ def run_rows(
             }
         )
         print(f"  done {scene}: {name} {sec:.3f} s", flush=True)
+    if reference and (id(nets["valid"]), True) in refs:
+        layouts = [refs.get((id(nets["valid"]), cl)) for cl in (False, True)]
+        if layouts[0] is None:
+            with torch.no_grad():
+                layouts[0] = whole_image_reference(image, nets["valid"], depth, "valid")
+        agree = float((layouts[0].argmax(0) == layouts[1].argmax(0)).float().mean()) * 100
+        diff = float((layouts[0] - layouts[1]).abs().max())
+        rows[0]["layout_note"] = (
+            f"{scene}: the valid net's whole pass, channels-last vs default layout: argmax agreement {agree:.4f} %, "
+            f"max |logit diff| {diff:.1e} (float rounding order)"
+        )
     return rows
 
 
@@ -241,6 +263,12 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=4, help="tiles/windows per forward pass (inference.batch_size)")
     p.add_argument("--repeats", type=int, default=None, help="timed runs per row (median reported)")
     p.add_argument("--no-reference", action="store_true", help="skip the whole-image-pass agreement columns")
+    p.add_argument(
+        "--ours-layout",
+        default="auto",
+        choices=["auto", "true", "false"],
+        help="inference.channels_last for our rows (default auto: the product's default)",
+    )
     args = p.parse_args()
     device = common.setup_torch(args.device, args.threads)
 
@@ -277,9 +305,23 @@ def main() -> None:
         if any(r % 2**depth for r in roi):
             raise SystemExit(f"error: {scene} ROI {roi} must be a multiple of 2**depth = {2**depth}")
         nets = build_nets(len(tile), feats, norm, device)
-        notes.append(f"{scene}: {source}, widths {feats} (depth {depth}), norm {norm}, batch {args.batch}")
+        notes.append(
+            f"{scene}: {source}, widths {feats} (depth {depth}), norm {norm}, batch {args.batch}, "
+            f"our rows inference.channels_last={args.ours_layout}"
+        )
         rows += run_rows(
-            scene, image, nets, depth, tile, roi, args.batch, device, warmup, repeats, not args.no_reference
+            scene,
+            image,
+            nets,
+            depth,
+            tile,
+            roi,
+            args.batch,
+            device,
+            warmup,
+            repeats,
+            not args.no_reference,
+            {"auto": "auto", "true": True, "false": False}[args.ours_layout],
         )
         del nets
 
@@ -318,20 +360,22 @@ def main() -> None:
     print()
     print(f"## Whole-image inference ({'quick' if args.quick else 'full'} run, {device})")
     print(f"machine: {common.machine_info(device)}")
-    for n in notes:
+    for n in notes + [r["layout_note"] for r in rows if "layout_note" in r]:
         print(f"- {n}")
     print(
         f"- timing: median of {repeats} run(s) after {warmup} warm-up; random weights (no trained model), equal widths"
     )
     print()
     print(common.markdown_table(headers, table))
+    print()
+    for scene in ("2D", "3D"):
+        by_method = {r["method"]: r for r in rows if r["scene"] == scene}
+        for baseline in ("MONAI sliding_window_inference 0.5", "MONAI sliding_window_inference 0.5, channels-last net"):
+            for method in ("ours overlap-tile", "ours overlap-tile, whole-image tile"):
+                ratio = by_method[method]["images_s"] / by_method[baseline]["images_s"]
+                print(f"{scene} {method} vs {baseline}: {ratio:.2f}x")
     row_2d = {r["method"]: r for r in rows if r["scene"] == "2D"}
     base = row_2d["MONAI sliding_window_inference 0.5"]
-    print()
-    for method in ("ours overlap-tile", "ours overlap-tile, whole-image tile"):
-        print(
-            f"2D {method} vs MONAI sliding window (overlap 0.5): {row_2d[method]['images_s'] / base['images_s']:.2f}x"
-        )
     ours = row_2d["ours overlap-tile, whole-image tile"]
     common.emit_result(
         "inference_2d_images_per_s_overlap_tile_vs_monai_swi_0.5", ours["images_s"], base["images_s"], "images/s"

@@ -44,9 +44,10 @@ def step_rate(cfg: Any, manifest: Any, batch: dict[str, Any], steps: int, **spee
     import torch
 
     from pipeline.model import build_model
+    from pipeline.model.layout import memory_format
     from pipeline.training.losses import build_loss
     from pipeline.training.optim import build_optimizer
-    from pipeline.training.speed import memory_format, step_autocast
+    from pipeline.training.speed import step_autocast
 
     dims, classes = cfg.data.spatial_dims, len(manifest.labels)
     fmt = memory_format(dims, speed.get("channels_last", False))

@@ -95,7 +95,8 @@ def measure(
     import torch
     import torch.nn.functional as F
 
-    from pipeline.training.speed import memory_format, step_autocast
+    from pipeline.model.layout import memory_format
+    from pipeline.training.speed import step_autocast
 
     torch.manual_seed(0)
     fmt = memory_format(dims, channels_last)

@@ -196,6 +196,8 @@ class InferenceConfig(_Strict):
     batch_size: int = Field(4, ge=1)
     tta: bool = False
     keep_largest_component: bool = False
+    # run torch nets channels-last (NHWC / NDHWC; auto: on the CPU, where it measured 1.4-1.8x faster)
+    channels_last: bool | Literal["auto"] = "auto"
 
 
 class WatershedConfig(_Strict):

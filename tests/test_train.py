@@ -138,7 +138,8 @@ def test_compiled_training_step_matches_eager(workdir: Path, data_cache: Path) -
 
 
 def test_speed_switches_resolve_auto() -> None:
-    from pipeline.training.speed import memory_format, native_bf16, use_bf16
+    from pipeline.model.layout import memory_format
+    from pipeline.training.speed import native_bf16, use_bf16
 
     cpu = torch.device("cpu")
     caps = torch.cpu.get_capabilities()

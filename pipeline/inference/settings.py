@@ -26,12 +26,15 @@ class InferenceSettings:
     tta_axes: tuple[int, ...] | None = None  # the axes TTA mirrors (training's flip axes); None = all
     keep_largest: bool = False  # keep the largest connected component per foreground class
     whole_image_voxels: int = 0  # valid: one whole-image tile up to this many input voxels (0: never)
+    channels_last: bool | str = "auto"  # eager torch nets in channels-last (pipeline.inference.layout)
 
     def __post_init__(self) -> None:
         if self.padding not in ("valid", "same"):
             raise InputError(f"padding must be 'valid' or 'same', got {self.padding!r}")
         if self.blend not in ("gaussian", "constant"):
             raise InputError(f"blend must be 'gaussian' or 'constant', got {self.blend!r}")
+        if self.channels_last not in (True, False, "auto"):
+            raise InputError(f"channels_last must be true, false or 'auto', got {self.channels_last!r}")
         if self.batch_size < 1 or self.depth < 1 or not self.tile_size or min(self.tile_size) < 1:
             raise InputError(f"invalid inference settings: {self}")
         object.__setattr__(self, "tile_size", tuple(int(t) for t in self.tile_size))
@@ -71,6 +74,7 @@ class InferenceSettings:
             tta_axes=cfg.train.augment.flip_axes,
             keep_largest=inf.keep_largest_component,
             whole_image_voxels=int(inf.whole_image_mb * 2**20 / per_voxel),
+            channels_last=inf.channels_last,
         )
 
     def to_dict(self) -> dict[str, Any]:

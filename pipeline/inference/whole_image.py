@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import torch
 
 from pipeline.errors import InputError
+from pipeline.inference.layout import channels_last
 from pipeline.inference.settings import InferenceSettings
 from pipeline.inference.tiles import Net, overlap_tile
 from pipeline.inference.windows import sliding_window
@@ -37,15 +38,15 @@ def predict_logits(
             f"expected (C, *spatial) or (B, C, *spatial) with {nd} spatial axes"
         )
 
-    def one(x: torch.Tensor) -> torch.Tensor:
+    def one(x: torch.Tensor, run: Net) -> torch.Tensor:
         if s.padding == "valid":
-            return overlap_tile(x, net, s.depth, s.output_tile(x.shape[1:]), s.batch_size, progress=progress)
-        return sliding_window(x, net, s.tile_size, s.overlap, s.blend, s.batch_size, s.depth, progress=progress)
+            return overlap_tile(x, run, s.depth, s.output_tile(x.shape[1:]), s.batch_size, progress=progress)
+        return sliding_window(x, run, s.tile_size, s.overlap, s.blend, s.batch_size, s.depth, progress=progress)
 
-    with torch.no_grad():
+    with torch.no_grad(), channels_last(net, nd, s.channels_last) as run:
         if image.dim() == nd + 1:
-            return one(image)
-        return torch.stack([one(x) for x in image])
+            return one(image, run)
+        return torch.stack([one(x, run) for x in image])
 
 
 def flip_axes_combinations(spatial_dims: int, axes: Sequence[int] | None = None) -> list[tuple[int, ...]]:

@@ -12,13 +12,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from pipeline.model.norms import InstanceNorm
+
 _CONV = {2: nn.Conv2d, 3: nn.Conv3d}
 _CONV_T = {2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
 _POOL = {2: nn.MaxPool2d, 3: nn.MaxPool3d}
 _DROPOUT = {2: nn.Dropout2d, 3: nn.Dropout3d}
 _NORM = {
     "batch": {2: nn.BatchNorm2d, 3: nn.BatchNorm3d},
-    "instance": {2: lambda c: nn.InstanceNorm2d(c, affine=True), 3: lambda c: nn.InstanceNorm3d(c, affine=True)},
+    "instance": {2: InstanceNorm, 3: InstanceNorm},
 }
 
 

@@ -33,13 +33,6 @@ def use_bf16(setting: Switch, device: torch.device) -> bool:
     return native_bf16(device) if setting == "auto" else bool(setting)
 
 
-def memory_format(spatial_dims: int, channels_last: bool) -> torch.memory_format:
-    """channels_last (2D) / channels_last_3d (3D) when asked for, else torch's default layout."""
-    if not channels_last:
-        return torch.contiguous_format
-    return torch.channels_last if spatial_dims == 2 else torch.channels_last_3d
-
-
 def step_autocast(device: torch.device, bf16: bool) -> Any:
     """bfloat16 autocast for the forward pass (CPU: oneDNN's AVX512-BF16 / AMX kernels), or nothing."""
     if not bf16:

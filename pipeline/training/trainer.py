@@ -23,13 +23,14 @@ from tqdm import tqdm
 from pipeline.config import Config
 from pipeline.data.manifest import Manifest, load_manifest
 from pipeline.errors import PipelineError
+from pipeline.model.layout import memory_format
 from pipeline.training import checkpoint as ckpt
 from pipeline.training import distributed as D
 from pipeline.training.data import patch_geometry, train_dataset, train_loader
 from pipeline.training.history import write_history
 from pipeline.training.losses import build_loss
 from pipeline.training.optim import build_optimizer, build_scheduler
-from pipeline.training.speed import memory_format, step_autocast, use_bf16
+from pipeline.training.speed import step_autocast, use_bf16
 from pipeline.training.validation import ValidationResult, save_overlays, validate
 
 HISTORY_FILE = "train_history.csv"
