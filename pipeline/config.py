@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from pipeline.errors import PipelineError
 
+Switch = bool | Literal["auto"]  # on, off, or `auto`: decided per machine where the option is used
+
 
 class ConfigError(PipelineError, ValueError):
     """A configuration file that cannot be used; the message names the file, key and value."""
@@ -142,7 +144,7 @@ class TrainConfig(_Strict):
     # speed options of the training step (pipeline.training.speed; measured in benchmarks/README.md):
     # bfloat16 autocast of the forward pass (auto: where the hardware has native bf16), NHWC / NDHWC
     # memory format, torch.compile of the network
-    bf16: bool | Literal["auto"] = "auto"
+    bf16: Switch = "auto"
     channels_last: bool = False
     compile: bool = False
     val_every: int = Field(1, ge=1)
@@ -197,7 +199,7 @@ class InferenceConfig(_Strict):
     tta: bool = False
     keep_largest_component: bool = False
     # run torch nets channels-last (NHWC / NDHWC; auto: on the CPU, where it measured 1.4-1.8x faster)
-    channels_last: bool | Literal["auto"] = "auto"
+    channels_last: Switch = "auto"
 
 
 class WatershedConfig(_Strict):

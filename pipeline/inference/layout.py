@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Literal
 
 import torch
 from torch import nn
 
+from pipeline.config import Switch
 from pipeline.inference.tiles import Net, net_device_dtype
 from pipeline.model.layout import is_channels_last, memory_format
-
-Switch = bool | Literal["auto"]
 
 
 class ChannelsLastInput(nn.Module):

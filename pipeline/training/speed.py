@@ -10,11 +10,11 @@ hardware has it; channels-last and compile are switches (neither was faster in e
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
-Switch = bool | Literal["auto"]
+from pipeline.config import Switch
 
 
 def native_bf16(device: torch.device) -> bool:
