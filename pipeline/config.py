@@ -7,14 +7,31 @@ with the key, the value and what is allowed -- never half-way through a training
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from pipeline.errors import PipelineError
 
-Switch = bool | Literal["auto"]  # on, off, or `auto`: decided per machine where the option is used
+
+def _switch(value: Any) -> Any:
+    """One clear message for a bad switch, instead of one per member of the union."""
+    if isinstance(value, bool) or value == "auto":
+        return value
+    raise ValueError(f"expected true, false or auto, got {value!r}")
+
+
+# on, off, or `auto`: decided per machine where the option is used
+Switch = Annotated[bool | Literal["auto"], BeforeValidator(_switch)]
 
 
 class ConfigError(PipelineError, ValueError):
@@ -360,6 +377,8 @@ def _describe(err: dict[str, Any]) -> str:
         return str(err["ctx"]["error"]) if "error" in err.get("ctx", {}) else err["msg"]
     if err["type"] == "extra_forbidden":
         return f"{key}: unknown key (value {err.get('input')!r}); check the spelling against configs/"
+    if err["type"] == "value_error" and "error" in err.get("ctx", {}):
+        return f"{key}: {err['ctx']['error']}"  # our validators' messages name the value themselves
     return f"{key}: {err['msg']} (got {err.get('input')!r})"
 
 

@@ -72,6 +72,20 @@ def test_negative_feature_count_is_named(tmp_path):
         load_config(_write(tmp_path, {"model": {"features": [16, -8, 32]}}))
 
 
+def test_a_bad_switch_is_one_line_naming_the_choices(tmp_path):
+    """true / false / auto switches (train.bf16, inference.channels_last): one line per bad key, not
+    one per member of the union, and each value only as the file wrote it."""
+    with pytest.raises(ConfigError) as err:
+        load_config(_write(tmp_path, {"train": {"bf16": "maybe"}, "inference": {"channels_last": 1}}))
+    lines = str(err.value).splitlines()[1:]
+    assert lines == [
+        "  train.bf16: expected true, false or auto, got 'maybe'",
+        "  inference.channels_last: expected true, false or auto, got 1",
+    ]
+    cfg = load_config(_write(tmp_path, {"train": {"bf16": False}, "inference": {"channels_last": "auto"}}))
+    assert cfg.train.bf16 is False and cfg.inference.channels_last == "auto"
+
+
 def test_wrong_type_and_mismatched_dims(tmp_path):
     with pytest.raises(ConfigError, match=r"train\.epochs"):
         load_config(_write(tmp_path, {"train": {"epochs": "many"}}))
