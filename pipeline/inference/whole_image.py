@@ -71,7 +71,8 @@ def predict_probabilities(
     first_spatial = image.dim() - nd
     flips = flip_axes_combinations(nd, settings.tta_axes) if settings.tta else [()]
     total: torch.Tensor | None = None
-    with torch.no_grad():
+    # the net's weights go channels-last once for every flip (predict_logits finds them so)
+    with torch.no_grad(), channels_last(net, nd, settings.channels_last):
         for axes in flips:
             dims = [first_spatial + a for a in axes]
             x = torch.flip(image, dims) if dims else image
