@@ -213,6 +213,22 @@ def test_predictor_rejects_a_model_that_does_not_match_its_metadata(tmp_path: Pa
     assert not out.exists()
 
 
+def test_unusable_inference_settings_in_the_metadata_name_the_file(tmp_path: Path, exported_model: Path) -> None:
+    import json
+    import shutil
+
+    from pipeline.export.predictor import PredictError, Predictor
+
+    bundle = tmp_path / "exported"
+    shutil.copytree(exported_model.parent, bundle)
+    meta_path = bundle / "configs" / "metadata.json"
+    meta = json.loads(meta_path.read_text())
+    meta["unet_pipeline"]["inference"]["channels_last"] = "sometimes"
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(PredictError, match=r"metadata\.json: unusable inference settings: channels_last .*'sometimes'"):
+        Predictor(bundle / exported_model.name)
+
+
 def test_predictor_writes_mask_in_input_geometry(tmp_path: Path, exported_model: Path) -> None:
     """The 2D predictor on a raw case: a uint8 mask, same size/spacing/origin/direction as the input."""
     import SimpleITK as sitk

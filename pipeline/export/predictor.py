@@ -124,7 +124,10 @@ class Predictor:
         self.model_path = resolve_model(model_path)
         self.meta, _ = read_metadata(self.model_path)
         self.up = self.meta["unet_pipeline"]
-        self.settings = InferenceSettings.from_dict(self.up["inference"])
+        try:
+            self.settings = InferenceSettings.from_dict(self.up["inference"])
+        except (KeyError, TypeError, ValueError) as exc:  # InputError is a ValueError
+            raise PredictError(f"{find_metadata(self.model_path)}: unusable inference settings: {exc}") from None
         if tta is not None:  # None keeps the exported setting (the evaluate stage's)
             self.settings = replace(self.settings, tta=bool(tta))
         self.net = load_net(self.model_path, device)
@@ -132,7 +135,10 @@ class Predictor:
         self.light = light  # the torch-free ONNX path where it gives the same mask (`onnx_light`)
         self.last_refusal: str | None = None  # why the last case took the full path (None: light)
         cut = self.up.get("instances")  # a seeded watershed, when the model was exported with one
-        self.instances = WatershedSettings.from_dict(cut) if cut else None
+        try:
+            self.instances = WatershedSettings.from_dict(cut) if cut else None
+        except (TypeError, ValueError) as exc:
+            raise PredictError(f"{find_metadata(self.model_path)}: unusable watershed settings: {exc}") from None
         self.last_instances: Path | None = None
         self.strict = strict  # refuse (rather than warn about) inputs unlike the training data
         self.last_findings: list[str] = []
