@@ -165,7 +165,7 @@ def load_cfg(config: Path, *layers: dict[str, Any]) -> Any:
 
 
 def user_overrides(items: Sequence[str]) -> dict[str, Any]:
-    from pipeline.stages.common import parse_overrides
+    from pipeline.config import parse_overrides
 
     return parse_overrides(items)
 

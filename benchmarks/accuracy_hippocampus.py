@@ -119,11 +119,11 @@ def our_inference_seconds(cfg: Any, data_dir: Path, val_ids: list[str], out_dir:
     read, preprocess, predict, write -- the same steps nnU-Net's per-case time covers."""
     import time
 
-    from pipeline.export.predictor import read_input, read_metadata
-    from pipeline.export.runtime import load_net
     from pipeline.inference.case import predict_case
     from pipeline.inference.settings import InferenceSettings
     from pipeline.io import write_image
+    from pipeline.predict.predictor import read_input, read_metadata
+    from pipeline.predict.runtime import load_net
 
     model = Path(cfg.export.output_dir) / "model.onnx"
     up = read_metadata(model)[0]["unet_pipeline"]

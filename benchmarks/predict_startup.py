@@ -3,7 +3,7 @@ for when it calls the predictor once per study.
 
 Each run is a fresh interpreter (`python -c` calling `pipeline.cli.main`), timed from process start
 to exit. Rows:
-- `model.onnx`, the torch-free path (`pipeline.export.onnx_light`, the default where it applies);
+- `model.onnx`, the torch-free path (`pipeline.predict.onnx_light`, the default where it applies);
 - `model.onnx` through the full torch + MONAI path (the same CLI with `Predictor(light=False)`):
   the named baseline;
 - `model.ts` (TorchScript always takes the full path).
@@ -27,7 +27,7 @@ HARNESS = """
 import json, sys
 light = sys.argv[1] == "light"
 if not light:  # the same CLI, with the predictor's torch-free path switched off
-    from pipeline.export import predictor
+    from pipeline.predict import predictor
     predictor.Predictor.__init__.__kwdefaults__["light"] = False
 from pipeline.cli import main
 rc = main(["predict", *sys.argv[2:]])

@@ -133,10 +133,11 @@ def main() -> None:
 
     import torch
 
-    from pipeline.export import OnnxNet, TorchScriptNet, quiet_jit
     from pipeline.inference import InferenceSettings, predict_logits
     from pipeline.inference.layout import channels_last
     from pipeline.model import legal_input_size
+    from pipeline.model.jit import quiet_jit
+    from pipeline.predict import OnnxNet, TorchScriptNet
 
     # quick: the full run's slice and widths, one timed run a row (half-width nets measured ONNX
     # Runtime 1.19x eager where the full widths measure 1.56x: channels-last eager gains most on

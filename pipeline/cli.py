@@ -1,5 +1,7 @@
 """`unet-pipeline`: one command per pipeline step; each maps onto a module with one job.
 
+The CLI is the top of the house: it parses arguments, loads the config and hands plain values to
+`pipeline.stages.<stage>.run`, the data importer or the predictor; nothing below imports it.
 Imports of torch / MONAI / MLflow happen inside the handlers so `--help` stays fast.
 """
 
@@ -7,83 +9,138 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import subprocess
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from pipeline.stages.common import USER_ERRORS, add_config_args, load_stage_config
+from pipeline.errors import InputError, PipelineError
 
-STAGES = {
-    "preprocess": "validate data/ and write preprocessed/ (DVC stage)",
-    "train": "train the U-Net, resumable, tracked in MLflow (DVC stage)",
-    "evaluate": "predict held-out cases, write metrics and figures (DVC stage)",
-    "export": "export TorchScript + ONNX + MONAI bundle, verified (DVC stage)",
+if TYPE_CHECKING:
+    from pipeline.config import Config
+
+# errors that carry a message meant for the user (file + problem); anything else is a bug: traceback
+USER_ERRORS: tuple[type[BaseException], ...] = (PipelineError,)
+
+
+def add_config_args(parser: argparse.ArgumentParser) -> None:
+    """`--config/-c`, `--set/-S` and `--debug` (also after the sub-command)."""
+    # SUPPRESS keeps `unet-pipeline --debug <stage>` from being reset by this parser's default
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")
+    parser.add_argument("--config", "-c", default="params.yaml", help="config file (default: params.yaml)")
+    parser.add_argument(
+        "--set",
+        "-S",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. -S train.epochs=2",
+    )
+
+
+def load_stage_config(args: argparse.Namespace) -> Config:
+    """The config a command names, with its `-S` overrides applied and validated."""
+    from pipeline.config import load_config, parse_overrides
+
+    return load_config(args.config, parse_overrides(args.set))
+
+
+# ------------------------------------------------------------------------------------ stages
+
+
+def _add_checkpoint_arg(parser: argparse.ArgumentParser, default_text: str) -> None:
+    parser.add_argument("--checkpoint", default=None, help=f"checkpoint to {default_text}")
+
+
+def _train_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--max-epochs", type=int, default=None, help="stop after this epoch (resumable; LR schedule unchanged)"
+    )
+
+
+def _evaluate_args(parser: argparse.ArgumentParser) -> None:
+    _add_checkpoint_arg(parser, "evaluate (default: each member's <train.output_dir>/fold_<k>/best.pt, averaged)")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+
+
+def _export_args(parser: argparse.ArgumentParser) -> None:
+    _add_checkpoint_arg(parser, "export (default: the members' best.pt, as one ensemble)")
+
+
+# name -> (help, options adder, the keyword arguments of `pipeline.stages.<name>.run` from the args)
+STAGES: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[Any], dict[str, Any]]]] = {
+    "preprocess": ("validate data/ and write preprocessed/ (DVC stage)", lambda p: None, lambda a: {}),
+    "train": (
+        "train the U-Net, resumable, tracked in MLflow (DVC stage)",
+        _train_args,
+        lambda a: {"max_epochs": a.max_epochs},
+    ),
+    "evaluate": (
+        "predict held-out cases, write metrics and figures (DVC stage)",
+        _evaluate_args,
+        lambda a: {"checkpoint": a.checkpoint, "device": a.device},
+    ),
+    "export": (
+        "export TorchScript + ONNX + MONAI bundle, verified (DVC stage)",
+        _export_args,
+        lambda a: {"checkpoint": a.checkpoint},
+    ),
 }
 
 
-def _cmd_data_import(args: argparse.Namespace) -> None:
-    from pipeline.data.importer import main
+def _cmd_stage(args: argparse.Namespace) -> None:
+    import importlib
 
-    main(args)
+    options = STAGES[args.command][2](args)
+    importlib.import_module(f"pipeline.stages.{args.command}").run(load_stage_config(args), **options)
+
+
+# ------------------------------------------------------------------------------------ data
+
+
+def dvc_add(out: Path) -> str:
+    """Re-run `dvc add` when `out` lies in a DVC repo; returns what happened, for the summary."""
+    repo = next((p for p in [out.resolve().parent, *out.resolve().parents] if (p / ".dvc").is_dir()), None)
+    if repo is None:
+        return "not in a DVC repo: no `dvc add`"
+    # the venv's own dvc first: `.venv/bin/unet-pipeline` often runs without the venv on PATH
+    beside = Path(sys.executable).parent / "dvc"
+    dvc = str(beside) if beside.is_file() else shutil.which("dvc")
+    if dvc is None:
+        return "dvc not found on PATH: run `dvc add` yourself"
+    proc = subprocess.run([dvc, "add", str(out.resolve().relative_to(repo))], cwd=repo, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise InputError(f"`dvc add {out}` failed: {proc.stderr.strip() or proc.stdout.strip()}")
+    return f"`dvc add {out}` done"
+
+
+def _cmd_data_import(args: argparse.Namespace) -> None:
+    from pipeline.data.importer import detect_layout, import_dataset
+
+    src = Path(args.src)
+    layout = args.layout or (detect_layout(src) if src.exists() else None)
+    dataset = import_dataset(args.src, args.out, layout, args.labels)
+    dvc_note = dvc_add(Path(args.out))
+    labels = ", ".join(f"{i}={n}" for i, n in enumerate(dataset["labels"]))
+    mapping = f"; raw->class {dataset['label_mapping']}" if dataset["label_mapping"] else ""
+    print(
+        f"imported {dataset['numTraining']} {dataset['spatial_dims']}D cases ({layout} layout, "
+        f"{len(dataset['channel_names'])} channel(s)) from {args.src} into {args.out}/ "
+        f"(labels: {labels}{mapping}); {dvc_note}"
+    )
 
 
 def _cmd_data_synth(args: argparse.Namespace) -> None:
-    from pipeline.data.synth import main
+    from pipeline.data.synth import DEFAULTS, LABELS, synthesize
 
-    main(args)
-
-
-def _stage_module(name: str) -> Any:
-    import importlib
-
-    return importlib.import_module(f"pipeline.stages.{name}")
+    out = synthesize(args.out, dims=args.dims, cases=args.cases, seed=args.seed)
+    n = args.cases if args.cases is not None else DEFAULTS[args.dims]["cases"]
+    print(f"wrote {n} synthetic {args.dims}D cases to {out}/ (labels: {', '.join(LABELS)})")
 
 
-def _cmd_stage(args: argparse.Namespace) -> None:
-    _stage_module(args.command).run_from_args(load_stage_config(args), args)
-
-
-def _cmd_predict(args: argparse.Namespace) -> None:
-    from pipeline.export.predictor import main
-
-    failed = main(args)
-    if failed:
-        print(f"error: {failed} case(s) failed (listed above)", file=sys.stderr)
-        raise SystemExit(min(failed, 125))  # the exit status says how many failed
-
-
-def _cmd_config(args: argparse.Namespace) -> None:
-    from pipeline.config import complete_yaml
-
-    print(complete_yaml(load_stage_config(args)), end="")
-
-
-def _cmd_plan(args: argparse.Namespace) -> None:
-    from pipeline.config import complete_yaml
-    from pipeline.planning import planned_config, read_fingerprint
-
-    cfg = load_stage_config(args)
-    planned, plan = planned_config(cfg, read_fingerprint(cfg), args.step_voxels)
-    print(f"# planned by `unet-pipeline plan` from {cfg.preprocess.output_dir}/fingerprint.json:")
-    print("\n".join(f"# - {why}" for why in plan.reasons))
-    print(complete_yaml(planned), end="")
-
-
-def _cmd_model_summary(args: argparse.Namespace) -> None:
-    from pipeline.model.summary import summary
-
-    print(summary(load_stage_config(args)))
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="unet-pipeline",
-        description="Medical-image segmentation with a custom 2D/3D U-Net: "
-        "data -> preprocess -> train -> evaluate -> export.",
-    )
-    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def _add_data_commands(sub: Any) -> None:
     data = sub.add_parser("data", help="import a real dataset or generate the embedded synthetic one into data/")
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     imp = data_sub.add_parser("import", help="convert an MSD/nnU-Net, pairs or TIFF-stack dataset into data/")
@@ -103,34 +160,48 @@ def build_parser() -> argparse.ArgumentParser:
     syn.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     syn.set_defaults(func=_cmd_data_synth)
 
-    for name, help_ in STAGES.items():
-        p = sub.add_parser(name, help=help_)
-        add_config_args(p)
-        _stage_module(name).add_arguments(p)
-        p.set_defaults(func=_cmd_stage)
-    config_parser = sub.add_parser(
-        "config", help="print the complete config (every key, defaults written out), e.g. > params.yaml for dvc repro"
-    )
-    add_config_args(config_parser)
-    config_parser.set_defaults(func=_cmd_config)
-    plan_parser = sub.add_parser(
-        "plan",
-        help="print the config with patch, batch, depth and features planned from preprocessed/fingerprint.json "
-        "(e.g. > params.yaml)",
-    )
-    add_config_args(plan_parser)
-    plan_parser.add_argument(
-        "--step-voxels",
-        type=int,
-        default=330_000,
-        help="network input voxels per training step (batch x patch) the plan may use (default: 330000, "
-        "the U-Net paper's 572x572 tile)",
-    )
-    plan_parser.set_defaults(func=_cmd_plan)
-    summary_parser = sub.add_parser("model-summary", help="print the network's sizes, margin and parameter count")
-    add_config_args(summary_parser)
-    summary_parser.set_defaults(func=_cmd_model_summary)
 
+# ------------------------------------------------------------------------------------ predict
+
+
+def is_batch(image: str | Path, output: str | Path) -> bool:
+    """A folder in and a folder out (`-o results/`, no file suffix): every case under the input."""
+    from pipeline.io import SEG_SUFFIX, WRITABLE_SUFFIXES, full_suffix
+
+    out = Path(output)
+    known = (*WRITABLE_SUFFIXES, SEG_SUFFIX)
+    return Path(image).is_dir() and (out.is_dir() or full_suffix(out) not in known)
+
+
+def predict(args: argparse.Namespace) -> int:
+    """`unet-pipeline predict`; returns the number of failed cases (the exit status of a batch run)."""
+    from pipeline.predict.predictor import Predictor
+
+    kw = {
+        "tta": True if getattr(args, "tta", False) else None,
+        "device": getattr(args, "device", "cpu") or "cpu",
+        "strict": bool(getattr(args, "strict", False)),
+    }
+    if is_batch(args.image, args.output):
+        from pipeline.predict.batch import predict_folder, summary_table
+
+        outcomes = predict_folder(args.model, args.image, args.output, fmt=getattr(args, "format", "nifti"), **kw)
+        print(summary_table(outcomes))
+        return sum(o.status == "failed" for o in outcomes)
+    predictor = Predictor(args.model, **kw)
+    out = predictor.predict(args.image, args.output, progress=True)
+    print(f"wrote {out}" + (f" and {predictor.last_instances}" if predictor.last_instances else ""))
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> None:
+    failed = predict(args)
+    if failed:
+        print(f"error: {failed} case(s) failed (listed above)", file=sys.stderr)
+        raise SystemExit(min(failed, 125))  # the exit status says how many failed
+
+
+def _add_predict_command(sub: Any) -> None:
     pred = sub.add_parser("predict", help="segment an image with an exported model (needs only exported/)")
     pred.add_argument(
         "image",
@@ -157,10 +228,81 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pred.add_argument("--device", default="cpu", help="cpu or cuda (TorchScript only)")
     pred.set_defaults(func=_cmd_predict)
+
+
+# ------------------------------------------------------------------------------------ config tools
+
+
+def _cmd_config(args: argparse.Namespace) -> None:
+    from pipeline.config import complete_yaml
+
+    print(complete_yaml(load_stage_config(args)), end="")
+
+
+def _cmd_plan(args: argparse.Namespace) -> None:
+    from pipeline.config import complete_yaml
+    from pipeline.planning import planned_config, read_fingerprint
+
+    cfg = load_stage_config(args)
+    planned, plan = planned_config(cfg, read_fingerprint(cfg), args.step_voxels)
+    print(f"# planned by `unet-pipeline plan` from {cfg.preprocess.output_dir}/fingerprint.json:")
+    print("\n".join(f"# - {why}" for why in plan.reasons))
+    print(complete_yaml(planned), end="")
+
+
+def _cmd_model_summary(args: argparse.Namespace) -> None:
+    from pipeline.model.summary import summary
+
+    print(summary(load_stage_config(args)))
+
+
+def _add_config_commands(sub: Any) -> None:
+    config_parser = sub.add_parser(
+        "config", help="print the complete config (every key, defaults written out), e.g. > params.yaml for dvc repro"
+    )
+    add_config_args(config_parser)
+    config_parser.set_defaults(func=_cmd_config)
+    plan_parser = sub.add_parser(
+        "plan",
+        help="print the config with patch, batch, depth and features planned from preprocessed/fingerprint.json "
+        "(e.g. > params.yaml)",
+    )
+    add_config_args(plan_parser)
+    plan_parser.add_argument(
+        "--step-voxels",
+        type=int,
+        default=330_000,
+        help="network input voxels per training step (batch x patch) the plan may use (default: 330000, "
+        "the U-Net paper's 572x572 tile)",
+    )
+    plan_parser.set_defaults(func=_cmd_plan)
+    summary_parser = sub.add_parser("model-summary", help="print the network's sizes, margin and parameter count")
+    add_config_args(summary_parser)
+    summary_parser.set_defaults(func=_cmd_model_summary)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line: data, the four DVC stages, predict and the config tools."""
+    parser = argparse.ArgumentParser(
+        prog="unet-pipeline",
+        description="Medical-image segmentation with a custom 2D/3D U-Net: "
+        "data -> preprocess -> train -> evaluate -> export.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_data_commands(sub)
+    for name, (help_, add_options, _) in STAGES.items():
+        p = sub.add_parser(name, help=help_)
+        add_config_args(p)
+        add_options(p)
+        p.set_defaults(func=_cmd_stage)
+    _add_config_commands(sub)
+    _add_predict_command(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; a `PipelineError` is one `error: ...` line and exit status 2."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -6,6 +6,7 @@ with the key, the value and what is allowed -- never half-way through a training
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -413,3 +414,24 @@ def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
             node = node.setdefault(p, {})
         node[leaf] = value
     return raw
+
+
+def parse_overrides(items: Sequence[str] | None) -> dict[str, Any]:
+    """`-S/--set` items as dotted keys, for `load_config`.
+
+    Args:
+        items: `["train.epochs=2", ...]`; each value is parsed as YAML (`2` is an int, `[1, 2]` a list).
+
+    Returns:
+        `{"train.epochs": 2, ...}`.
+
+    Raises:
+        ConfigError: an item without `=` or without a key.
+    """
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects KEY=VALUE (e.g. train.epochs=2), got {item!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out

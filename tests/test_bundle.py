@@ -74,7 +74,7 @@ def test_exported_folder_layout_and_metadata(workdir) -> None:
     )
     config = json.loads((exported / "configs/inference.json").read_text())
     assert config["preprocessing_spec"] == spec
-    assert config["inferer"]["_target_"] == "pipeline.export.inferer.UNetInferer"
+    assert config["inferer"]["_target_"] == "pipeline.predict.inferer.UNetInferer"
     assert config["inferer"]["settings"]["padding"] == "valid"
 
 
@@ -125,7 +125,7 @@ def test_registered_model_loads_from_mlflow_and_predicts(workdir, val_case) -> N
     import torch
     from mlflow.tracking import MlflowClient
 
-    from pipeline.export.runtime import OnnxNet
+    from pipeline.predict.runtime import OnnxNet
     from pipeline.training.checkpoint import load_trained_net
 
     cfg, root, _, exported = workdir
@@ -162,7 +162,7 @@ def test_registered_model_loads_from_mlflow_and_predicts(workdir, val_case) -> N
 
     import mlflow.pytorch
 
-    from pipeline.export.torchscript import quiet_jit
+    from pipeline.model.jit import quiet_jit
 
     with quiet_jit(), warnings.catch_warnings():  # MLflow's torch.load notes that it got a TorchScript archive
         warnings.filterwarnings("ignore", message=".*looks like a TorchScript archive", category=UserWarning)
@@ -214,7 +214,7 @@ def test_bundle_run_equals_predictor_on_3d_same_lps_case(tmp_path: Path, monkeyp
     import SimpleITK as sitk
     from helpers_export import run_stage
 
-    from pipeline.export.predictor import predict_file
+    from pipeline.predict.predictor import predict_file
 
     monkeypatch.chdir(tmp_path)  # MLflow artifacts (./mlruns) of this workspace's own sqlite store
     info = run_stage(tmp_path / "ws", "3d-same", registered_model_name="unet-test-3d")
@@ -269,7 +269,7 @@ def test_bundle_inferer_mirrors_only_the_training_flip_axes() -> None:
     }
     parser = ConfigParser(inference_config(meta))
     inferer = parser.get_parsed_content("inferer")
-    assert parser.get("inferer")["_target_"] == "pipeline.export.inferer.UNetInferer"
+    assert parser.get("inferer")["_target_"] == "pipeline.predict.inferer.UNetInferer"
     # RampNet ignores its input and answers a ramp over both axes; its TTA over axis 0 alone has a
     # closed form that differs from the all-axes one
     image = torch.zeros(1, 1, 8, 12, dtype=torch.float64)

@@ -163,7 +163,7 @@ def _nifti_at_source_pixels(nifti: Path):  # noqa: ANN202
 
 
 def _predict_both(model: Path, series: Path, out: Path):  # noqa: ANN202
-    from pipeline.export.predictor import predict_file
+    from pipeline.predict.predictor import predict_file
 
     with pytest.warns(UserWarning, match=r"\['b'\] have no codes"):
         seg_path = predict_file(model, series, out / "seg.dcm")
@@ -229,7 +229,7 @@ def _dciodvfy_clean(path: Path) -> None:
 def test_seg_needs_a_dicom_series_input(tmp_path: Path, exported_3d: Path) -> None:
     from helpers_export import write_raw_case
 
-    from pipeline.export.predictor import PredictError, predict_file
+    from pipeline.predict.predictor import PredictError, predict_file
 
     image = write_raw_case(tmp_path / "case.nii.gz", 3, (18, 20, 14), (1.0, 0.9, 1.5), 0)
     with pytest.raises(PredictError, match="needs a DICOM series folder"):
@@ -244,7 +244,7 @@ def test_bundle_run_writes_the_predictors_seg(tmp_path: Path, exported_3d: Path)
     import subprocess
     import sys
 
-    from pipeline.export.predictor import predict_file
+    from pipeline.predict.predictor import predict_file
 
     _phantom_series(tmp_path / "series", GEOMETRIES["oblique"])
     bundle, out = exported_3d.parent, tmp_path / "bundle_out"

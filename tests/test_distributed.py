@@ -39,7 +39,8 @@ def test_torchrun_two_processes_one_run(tmp_path: Path, tmp_path_factory: pytest
         "--nproc_per_node",
         "2",
         "-m",
-        "pipeline.stages.train",
+        "pipeline",
+        "train",
         "-c",
         "cfg.yaml",
         "-S",
@@ -85,8 +86,8 @@ def _free_port() -> int:
 
 
 def _checkpoint_digest(path: Path) -> str:
+    from pipeline.io.digests import weights_digest
     from pipeline.model import UNet
-    from pipeline.training.checkpoint import weights_digest
 
     state = torch.load(path, weights_only=True)
     net = UNet(**state["model_args"])
@@ -130,7 +131,8 @@ def test_torchrun_two_nodes_c10d_identical_weights(tmp_path: Path, tmp_path_fact
         "--local_addr",
         "127.0.0.1",
         "-m",
-        "pipeline.stages.train",
+        "pipeline",
+        "train",
         "-c",
         "cfg.yaml",
     ]

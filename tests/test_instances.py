@@ -87,8 +87,8 @@ def test_predictor_and_bundle_write_the_same_instances(tmp_path: Path, monkeypat
     from helpers_export import run_stage
     from test_bundle import _bundle_run
 
-    from pipeline.export.predictor import Predictor
     from pipeline.inference.case import predict_case
+    from pipeline.predict.predictor import Predictor
 
     monkeypatch.chdir(tmp_path)
     watershed = {"threshold": 0.5, "marker_h": 1.0}

@@ -1,4 +1,4 @@
-"""The ONNX predictor's torch-free path (`pipeline.export.onnx_light`): the same mask as the full
+"""The ONNX predictor's torch-free path (`pipeline.predict.onnx_light`): the same mask as the full
 torch + MONAI path, without importing either, and the full path wherever it cannot be the same."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from helpers_eval import pipeline_env
 
-from pipeline.export import onnx_light
 from pipeline.inference import InferenceSettings
+from pipeline.predict import onnx_light
 
 
 def _read(path: Path) -> tuple[np.ndarray, tuple]:
@@ -26,7 +26,7 @@ def _read(path: Path) -> tuple[np.ndarray, tuple]:
 def test_cli_predict_with_onnx_imports_neither_torch_nor_monai(tmp_path: Path, exported_model: Path) -> None:
     """`unet-pipeline predict IMAGE --model model.onnx` in a fresh interpreter: the mask is written and
     torch / MONAI were never imported; the full path (`light=False`) writes the same voxels and geometry."""
-    from pipeline.export.predictor import Predictor
+    from pipeline.predict.predictor import Predictor
 
     root = exported_model.parent.parent
     image = root / "data" / "imagesTr" / "synth_001_0000.nii.gz"
@@ -55,9 +55,9 @@ def test_cli_predict_with_onnx_imports_neither_torch_nor_monai(tmp_path: Path, e
 def test_light_probabilities_equal_the_full_paths(exported_model: Path) -> None:
     """Probabilities of `onnx_light.predict_case` (numpy overlap-tile through the session) against
     `pipeline.inference.case.predict_case` (torch overlap-tile, MONAI chain) on the same model."""
-    from pipeline.export.predictor import Predictor
     from pipeline.inference.case import predict_case
     from pipeline.io import read_array
+    from pipeline.predict.predictor import Predictor
 
     root = exported_model.parent.parent
     image = root / "data" / "imagesTr" / "synth_002_0000.nii.gz"
@@ -105,7 +105,7 @@ def test_normalize_equals_the_monai_chain(norm: dict) -> None:
 def test_refusal_names_what_needs_the_full_path(tmp_path: Path, exported_model: Path) -> None:
     """Each thing numpy would not repeat exactly is named; the predictor then takes the full path
     and still writes the mask."""
-    from pipeline.export.predictor import Predictor
+    from pipeline.predict.predictor import Predictor
 
     spec = {"orientation": None, "spacing": None, "crop_foreground": False, "normalization": {"scheme": "zscore"}}
     valid = InferenceSettings(padding="valid", depth=2, tile_size=(64, 64))

@@ -28,7 +28,7 @@ def _image(spacing: tuple[float, float, float], lo: float, hi: float):  # noqa: 
 
 
 def test_findings_name_what_is_far_outside() -> None:
-    from pipeline.export.ood import findings
+    from pipeline.predict.ood import findings
 
     assert findings(_image((1.0, 1.0, 1.4), 20, 300), FP, "MR") == []
     assert findings(_image((1.0, 1.0, 2.9), 20, 300), FP) == []  # within 2x of the largest training spacing
@@ -61,7 +61,7 @@ def test_metadata_carries_the_training_fingerprint(exported: dict) -> None:
 def test_predict_warns_and_strict_refuses(tmp_path: Path, exported: dict) -> None:
     import nibabel as nib
 
-    from pipeline.export.predictor import PredictError, predict_file
+    from pipeline.predict.predictor import PredictError, predict_file
 
     src = nib.load(str(exported["val_image"]))
     bright = tmp_path / "bright.nii.gz"

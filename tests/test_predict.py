@@ -179,7 +179,7 @@ def test_predictor_rejects_bad_input_and_writes_nothing(
     import re
 
     from pipeline.cli import main
-    from pipeline.export.predictor import PredictError, predict_file
+    from pipeline.predict.predictor import PredictError, predict_file
 
     image = make(tmp_path / name) if make else tmp_path / name
     out = tmp_path / "out" / "mask.nii.gz"
@@ -199,7 +199,7 @@ def test_predictor_rejects_bad_input_and_writes_nothing(
 def test_predictor_rejects_a_model_that_does_not_match_its_metadata(tmp_path: Path, exported_model: Path) -> None:
     import shutil
 
-    from pipeline.export.predictor import PredictError, predict_file
+    from pipeline.predict.predictor import PredictError, predict_file
 
     bundle = tmp_path / "exported"
     shutil.copytree(exported_model.parent, bundle)
@@ -217,7 +217,7 @@ def test_unusable_inference_settings_in_the_metadata_name_the_file(tmp_path: Pat
     import json
     import shutil
 
-    from pipeline.export.predictor import PredictError, Predictor
+    from pipeline.predict.predictor import PredictError, Predictor
 
     bundle = tmp_path / "exported"
     shutil.copytree(exported_model.parent, bundle)
@@ -233,7 +233,7 @@ def test_predictor_writes_mask_in_input_geometry(tmp_path: Path, exported_model:
     """The 2D predictor on a raw case: a uint8 mask, same size/spacing/origin/direction as the input."""
     import SimpleITK as sitk
 
-    from pipeline.export.predictor import predict_file
+    from pipeline.predict.predictor import predict_file
 
     root = exported_model.parent.parent
     image = root / "data" / "imagesTr" / "synth_000_0000.nii.gz"

@@ -23,12 +23,9 @@ only a dataset that passes replaces `out`, atomically, and only then does `dvc a
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import shutil
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +34,6 @@ import numpy as np
 
 from pipeline.data.canonical import DATASET_JSON, FILE_ENDING, build_dataset_json, dumps, image_relpath, label_relpath
 from pipeline.data.errors import DatasetError
-from pipeline.errors import InputError
 
 LAYOUTS = ("msd", "pairs", "stack")
 _TIFF = (".tif", ".tiff")
@@ -307,22 +303,6 @@ def _describe(case: SourceCase) -> str:
     return str(first) if isinstance(first, Path) else f"{case.id} (image page)"
 
 
-def _dvc_add(out: Path) -> str:
-    """Re-run `dvc add` when `out` lies in a DVC repo; returns what happened, for the summary."""
-    repo = next((p for p in [out.resolve().parent, *out.resolve().parents] if (p / ".dvc").is_dir()), None)
-    if repo is None:
-        return "not in a DVC repo: no `dvc add`"
-    # the venv's own dvc first: `.venv/bin/unet-pipeline` often runs without the venv on PATH
-    beside = Path(sys.executable).parent / "dvc"
-    dvc = str(beside) if beside.is_file() else shutil.which("dvc")
-    if dvc is None:
-        return "dvc not found on PATH: run `dvc add` yourself"
-    proc = subprocess.run([dvc, "add", str(out.resolve().relative_to(repo))], cwd=repo, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise InputError(f"`dvc add {out}` failed: {proc.stderr.strip() or proc.stdout.strip()}")
-    return f"`dvc add {out}` done"
-
-
 def _read_source(src: Path, layout: str, spec: LabelSpec | None) -> tuple[list[SourceCase], list[str], dict[str, Any]]:
     """(cases, class names in index order, the source's dataset.json or {}) of a source dataset."""
     meta: dict[str, Any] = {}
@@ -471,17 +451,3 @@ def _modality(meta: dict[str, Any]) -> str:
     if "mr" in text or "t1" in text or "t2" in text or "flair" in text:
         return "mr"
     return "other"
-
-
-def main(args: argparse.Namespace) -> None:
-    """CLI: `unet-pipeline data import SRC [--layout msd|pairs|stack] [--labels NAME=RAW,...] [--out data]`."""
-    dataset = import_dataset(args.src, args.out, args.layout, args.labels)
-    dvc_note = _dvc_add(Path(args.out))
-    layout = dataset["source"].split("--layout ", 1)[1].split()[0]
-    print(
-        f"imported {dataset['numTraining']} {dataset['spatial_dims']}D cases ({layout} layout, "
-        f"{len(dataset['channel_names'])} channel(s)) from {args.src} into {args.out}/ "
-        f"(labels: {', '.join(f'{i}={n}' for i, n in enumerate(dataset['labels']))}"
-        + (f"; raw->class {dataset['label_mapping']}" if dataset["label_mapping"] else "")
-        + f"); {dvc_note}"
-    )

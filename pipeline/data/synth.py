@@ -12,7 +12,6 @@ of cases), and files are written by SimpleITK, whose NIfTI gzip stream has a zer
 
 from __future__ import annotations
 
-import argparse
 import math
 from pathlib import Path
 
@@ -170,10 +169,3 @@ def synthesize(
         )
         write_text_atomic(tmp / DATASET_JSON, dumps(meta))
     return out
-
-
-def main(args: argparse.Namespace) -> None:
-    """CLI: `unet-pipeline data synth [--dims 2|3] [--out data] [--cases N] [--seed S]`."""
-    out = synthesize(args.out, dims=args.dims, cases=args.cases, seed=args.seed)
-    n = args.cases if args.cases is not None else DEFAULTS[args.dims]["cases"]
-    print(f"wrote {n} synthetic {args.dims}D cases to {out}/ (labels: {', '.join(LABELS)})")

@@ -19,7 +19,7 @@ from pipeline.errors import InputError
 from pipeline.export.schema import SCHEMA_URL
 from pipeline.export.to_onnx import INPUT_NAME, OUTPUT_NAME, legal_size_expression, size_rule
 from pipeline.export.verify import fit_to_size, held_out_image, verification_sizes, verify_exports
-from pipeline.io.integrity import sha256_file
+from pipeline.io.digests import sha256_file
 from pipeline.model import legal_input_size, margin, output_size
 
 BUNDLE_README = """# {name} (unet-pipeline export, version {version})
@@ -263,7 +263,7 @@ def _inferer(settings: Mapping[str, Any], depth: int, padding: str) -> dict[str,
             "cval": 0.0,
         }
     # overlap-tile, or TTA: the pipeline's own inference, which returns probabilities
-    return {"_target_": "pipeline.export.inferer.UNetInferer", "settings": dict(settings)}
+    return {"_target_": "pipeline.predict.inferer.UNetInferer", "settings": dict(settings)}
 
 
 def _postprocessing(returns_probabilities: bool, keep_largest: bool, num_classes: int) -> list[dict[str, Any]]:
@@ -328,7 +328,7 @@ def inference_config(meta: Mapping[str, Any]) -> dict[str, Any]:
             "$import numpy",
             "$import torch",
             "$from pipeline.inference.case import preprocessing_chain",
-            "$from pipeline.export.bundle_run import infer_all",
+            "$from pipeline.predict.bundle_run import infer_all",
         ],
         "bundle_root": ".",
         "input_image": "",
@@ -368,7 +368,7 @@ def verify_bundle(bundle_dir: str | Path) -> None:
     from monai.bundle import verify_metadata, verify_net_in_out
 
     from pipeline.export.schema import write_schema
-    from pipeline.export.torchscript import quiet_jit
+    from pipeline.model.jit import quiet_jit
 
     bundle_dir = Path(bundle_dir)
     meta, config = bundle_dir / METADATA, bundle_dir / INFERENCE
@@ -439,7 +439,7 @@ def build_bundle(
     """Export, verify and lay out the bundle in `out` (an empty dir); returns the metadata."""
     from pipeline.inference import InferenceSettings
     from pipeline.inference.instances import WatershedSettings
-    from pipeline.training.checkpoint import weights_digest
+    from pipeline.io.digests import weights_digest
 
     model_args = dict(ckpt["model_args"])
     depth, padding = len(model_args["features"]) - 1, str(model_args["padding"])
@@ -478,7 +478,7 @@ def build_bundle(
     meta["unet_pipeline"]["instances"] = watershed.to_dict() if watershed else None
     fingerprint = Path(cfg.preprocess.output_dir) / "fingerprint.json"
     if fingerprint.is_file():  # the predictor's out-of-distribution check compares each input with it
-        from pipeline.export.ood import training_fingerprint
+        from pipeline.predict.ood import training_fingerprint
 
         meta["unet_pipeline"]["training_fingerprint"] = training_fingerprint(json.loads(fingerprint.read_text()))
     write_json(out / METADATA, meta)

@@ -72,7 +72,7 @@ def verify_exports(
     """
     import torch
 
-    from pipeline.export.runtime import OnnxNet, TorchScriptNet
+    from pipeline.predict.runtime import OnnxNet, TorchScriptNet
 
     report: dict[str, Any] = {"tolerance": tolerance, "checks": []}
     failures: list[str] = []
@@ -120,9 +120,9 @@ def verified_onnx(
 ) -> Any:
     """`net` exported to `path` (dynamic axes) and checked against eager on `image` as the export
     stage checks its model.onnx; returns the ONNX Runtime session wrapped as a net."""
-    from pipeline.export.runtime import OnnxNet
     from pipeline.export.to_onnx import export_onnx
     from pipeline.model import legal_input_size
+    from pipeline.predict.runtime import OnnxNet
 
     dims, in_ch = int(model_args["spatial_dims"]), int(model_args["in_channels"])
     depth, padding = len(model_args["features"]) - 1, str(model_args["padding"])

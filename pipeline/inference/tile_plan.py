@@ -2,7 +2,7 @@
 
 The plan is integer arithmetic and the loop only slices and assigns, so the torch path
 (`pipeline.inference.tiles.overlap_tile`) and the torch-free ONNX predictor
-(`pipeline.export.onnx_light`) run this same code; see `tiles` for why the layout is exact.
+(`pipeline.predict.onnx_light`) run this same code; see `tiles` for why the layout is exact.
 """
 
 from __future__ import annotations

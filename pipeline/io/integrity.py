@@ -15,19 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import PipelineError
+from pipeline.io.suffixes import full_suffix
 
 
 class ImageReadError(PipelineError, RuntimeError):
     """A file or DICOM folder that cannot be read as an image; the message names the path."""
-
-
-def full_suffix(path: str | Path) -> str:
-    """Lower-case suffix, with `.gz` kept together with the one before it (`.nii.gz`)."""
-    name = Path(path).name.lower()
-    suffixes = Path(name).suffixes
-    if len(suffixes) >= 2 and suffixes[-1] == ".gz":
-        return "".join(suffixes[-2:])
-    return suffixes[-1] if suffixes else ""
 
 
 def check_nifti_complete(path: Path) -> None:
@@ -74,14 +66,3 @@ def check_tiff_complete(path: Path, n_pixels: int) -> None:
         raise ImageReadError(
             f"{path}: truncated or corrupt TIFF: {n_pages} page(s) hold {size} values but only {n_pixels} were read"
         )
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file, read in chunks: what metadata.json records for each exported model."""
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()

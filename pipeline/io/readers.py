@@ -16,15 +16,15 @@ from typing import Any
 import numpy as np
 from monai.data import ImageReader, MetaTensor
 
-from pipeline.io.integrity import ImageReadError, full_suffix
+from pipeline.io.integrity import ImageReadError
 from pipeline.io.sitk_arrays import (
-    SUPPORTED_SUFFIXES,
     LoadedImage,
     PathLike,
     channels_first,
     read_array,
     read_sitk,
 )
+from pipeline.io.suffixes import SUPPORTED_SUFFIXES, full_suffix
 
 
 class SimpleITKReader(ImageReader):

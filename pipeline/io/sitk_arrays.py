@@ -17,20 +17,9 @@ import numpy as np
 import SimpleITK as sitk
 
 from pipeline.io.geometry import geometry_from_sitk
-from pipeline.io.integrity import ImageReadError, check_nifti_complete, check_tiff_complete, full_suffix
+from pipeline.io.integrity import ImageReadError, check_nifti_complete, check_tiff_complete
+from pipeline.io.suffixes import SUPPORTED_SUFFIXES, full_suffix
 
-SUPPORTED_SUFFIXES = (
-    ".nii",
-    ".nii.gz",
-    ".nrrd",
-    ".nhdr",
-    ".mha",
-    ".mhd",
-    ".png",
-    ".tif",
-    ".tiff",
-    ".dcm",
-)
 # geometry of channels read from separate files must agree this closely (affine entries, mm)
 CHANNEL_AFFINE_ATOL = 1e-3
 

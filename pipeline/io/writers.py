@@ -19,9 +19,8 @@ import SimpleITK as sitk
 from pipeline.errors import InputError
 from pipeline.io.atomic import atomic_write
 from pipeline.io.geometry import apply_geometry, geometry_from_ras_affine
-from pipeline.io.integrity import full_suffix
+from pipeline.io.suffixes import WRITABLE_SUFFIXES, full_suffix
 
-WRITABLE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha", ".mhd", ".png", ".tif", ".tiff")
 _COMPRESS = {".nrrd", ".mha", ".mhd"}  # NIfTI compression follows the .gz suffix
 
 

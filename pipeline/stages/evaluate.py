@@ -11,9 +11,6 @@ them to the pipeline's MLflow run. Run as `unet-pipeline evaluate [-c params.yam
 
 from __future__ import annotations
 
-import argparse
-import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -78,26 +75,3 @@ def _onnx_twin(cfg: Config, net: Any, model_args: dict[str, Any], manifest: Any,
     took = time.perf_counter() - t0
     print(f"evaluate: ONNX Runtime (exported, checked against eager on case {case_id}: {took:.1f} s)")
     return twin
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--checkpoint",
-        default=None,
-        help="checkpoint to evaluate (default: each member's <train.output_dir>/fold_<k>/best.pt, averaged)",
-    )
-    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-
-
-def run_from_args(cfg: Config, args: argparse.Namespace) -> None:
-    run(cfg, checkpoint=args.checkpoint, device=args.device)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    from pipeline.cli import main as cli_main
-
-    return cli_main(["evaluate", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

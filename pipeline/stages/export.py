@@ -13,10 +13,7 @@ Run as `unet-pipeline export [-c params.yaml] [-S key=value]`.
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 from pipeline.config import Config
@@ -51,23 +48,3 @@ def run(cfg: Config, checkpoint: str | Path | None = None, log_mlflow: bool = Tr
         f"export: {out_dir}/ (model.ts, model.onnx, MONAI bundle) verified on case {report['case']}: "
         f"{len(report['checks'])} parity checks, max |diff| {worst:.2g} <= {cfg.export.tolerance:g}{registered}"
     )
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--checkpoint", default=None, help="checkpoint to export (default: the members' best.pt, as one ensemble)"
-    )
-
-
-def run_from_args(cfg: Config, args: argparse.Namespace) -> None:
-    run(cfg, checkpoint=args.checkpoint)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    from pipeline.cli import main as cli_main
-
-    return cli_main(["export", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -7,10 +7,6 @@ Run as `unet-pipeline preprocess [-c params.yaml] [-S key=value]`.
 
 from __future__ import annotations
 
-import argparse
-import sys
-from collections.abc import Sequence
-
 from pipeline.config import Config
 
 
@@ -25,21 +21,3 @@ def run(cfg: Config) -> None:
         f"spacing {spec['spacing'] or 'unchanged'}, orientation {spec['orientation'] or 'unchanged'} "
         f"-> {cfg.preprocess.output_dir}/"
     )
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """preprocess takes no options beyond --config/--set."""
-
-
-def run_from_args(cfg: Config, args: argparse.Namespace) -> None:
-    run(cfg)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    from pipeline.cli import main as cli_main
-
-    return cli_main(["preprocess", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

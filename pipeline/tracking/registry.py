@@ -92,7 +92,7 @@ def log_exported_models(
     import mlflow.onnx
     import onnx
 
-    from pipeline.export.torchscript import load_torchscript, quiet_jit
+    from pipeline.model.jit import load_torchscript, quiet_jit
 
     dims = (int(model_args["in_channels"]), int(model_args["out_channels"]), int(model_args["spatial_dims"]))
     sig = signature(*dims, input_name, output_name)

@@ -48,19 +48,6 @@ def resume_key(cfg: Config) -> str:
     return h.hexdigest()[:16]
 
 
-def weights_digest(named_tensors: Any) -> str:
-    """SHA-256 over (name, bytes) of the parameters, in name order: equal iff the weights are equal.
-
-    DDP ranks print it when they finish, so identical replicas can be checked across machines
-    (buffers such as batch-norm running statistics are per rank and left out).
-    """
-    h = hashlib.sha256()
-    for name, tensor in sorted((str(k), v) for k, v in dict(named_tensors).items()):
-        h.update(name.encode())
-        h.update(tensor.detach().to("cpu").contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
 def rng_state() -> dict[str, Any]:
     """torch / numpy / python RNG states as tensors and lists (weights_only-loadable)."""
     np_state = np.random.get_state()

@@ -23,6 +23,7 @@ from tqdm import tqdm
 from pipeline.config import Config
 from pipeline.data.manifest import Manifest, load_manifest
 from pipeline.errors import PipelineError
+from pipeline.io.digests import weights_digest
 from pipeline.model.layout import memory_format
 from pipeline.training import checkpoint as ckpt
 from pipeline.training import distributed as D
@@ -48,7 +49,7 @@ class TrainOutcome:
     best_epoch: int
     history: list[dict[str, Any]]
     run_id: str | None
-    weights_sha256: str = ""  # of the parameters this process ended with (ckpt.weights_digest)
+    weights_sha256: str = ""  # of the parameters this process ended with (pipeline.io.digests)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -154,7 +155,7 @@ class _Run:
 
     def outcome(self, epochs_done: int) -> TrainOutcome:
         run_id = self.tracker.run_id if self.tracker else None
-        digest = ckpt.weights_digest(self.net.named_parameters())
+        digest = weights_digest(self.net.named_parameters())
         return TrainOutcome(epochs_done, self.best_metric, self.best_epoch, self.history, run_id, digest)
 
 

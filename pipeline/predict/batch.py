@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import PipelineError
-from pipeline.export.predictor import SEG_SUFFIX, PredictError, Predictor
 from pipeline.io.dicom_series import NON_IMAGE_MODALITIES, Series, check_series, find_series
+from pipeline.predict.predictor import SEG_SUFFIX, PredictError, Predictor
 
 FORMATS = {"nifti": ".nii.gz", "dicom-seg": SEG_SUFFIX}
 

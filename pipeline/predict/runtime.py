@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import InputError, MissingInputError
-from pipeline.export.torchscript import load_torchscript
+from pipeline.model.jit import load_torchscript
 
 
 class OnnxNet:

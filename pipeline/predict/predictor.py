@@ -38,7 +38,7 @@ def find_metadata(model_path: str | Path) -> Path:
 
 def read_metadata(model_path: str | Path) -> tuple[dict[str, Any], Path]:
     """(metadata dict, bundle root) for a model file, checked to describe this very file (SHA-256)."""
-    from pipeline.io.integrity import sha256_file
+    from pipeline.io.digests import sha256_file
 
     model_path = Path(model_path)
     if not model_path.is_file():
@@ -117,9 +117,9 @@ class Predictor:
         strict: bool = False,
         light: bool = True,
     ) -> None:
-        from pipeline.export.runtime import load_net
         from pipeline.inference.instances import WatershedSettings
         from pipeline.inference.settings import InferenceSettings
+        from pipeline.predict.runtime import load_net
 
         self.model_path = resolve_model(model_path)
         self.meta, _ = read_metadata(self.model_path)
@@ -167,7 +167,7 @@ class Predictor:
             raise PredictError(
                 f"output {output_path}: a DICOM SEG needs a DICOM series folder as input, got {image_path}"
             )
-        from pipeline.export import onnx_light
+        from pipeline.predict import onnx_light
 
         spec = self.up["preprocessing"]
         refusal = onnx_light.refusal(spec, self.settings, self.model_path, Path(image_path), as_seg, self.device)
@@ -183,7 +183,7 @@ class Predictor:
             mask, prob = predict_case(image, self.net, spec, self.settings, progress=progress)
         self.last_instances = None
         if as_seg:
-            from pipeline.export.seg_output import write_prediction_seg
+            from pipeline.predict.seg_output import write_prediction_seg
 
             return write_prediction_seg(output_path, mask, image, image_path, self.meta, self.model_path, series_uid)
         if self.instances is not None:
@@ -197,7 +197,7 @@ class Predictor:
         """Warn (or, strict, refuse) when the input lies far outside the training fingerprint."""
         import warnings
 
-        from pipeline.export.ood import findings
+        from pipeline.predict.ood import findings
 
         tag = series_modality(image_path, series_uid) if Path(image_path).is_dir() else None
         self.last_findings = findings(image, self.up.get("training_fingerprint"), tag)
@@ -251,7 +251,7 @@ def main(args: Any) -> int:
         "strict": bool(getattr(args, "strict", False)),
     }
     if is_batch(args.image, args.output):
-        from pipeline.export.batch import predict_folder, summary_table
+        from pipeline.predict.batch import predict_folder, summary_table
 
         outcomes = predict_folder(args.model, args.image, args.output, fmt=getattr(args, "format", "nifti"), **kw)
         print(summary_table(outcomes))

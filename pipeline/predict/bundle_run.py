@@ -1,0 +1,74 @@
+"""The loop a bundle's `run` expression calls: preprocess, infer, post-process (incl. save), per image.
+
+MONAI's `SupervisedEvaluator` would do the same but needs pytorch-ignite; this keeps the bundle's
+components (`preprocessing`, `inferer`, `network_def`, `postprocessing`) standard for MONAI Label
+and MONAI Deploy, which read those keys and run their own loops.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+
+def infer_all(
+    dataset: Iterable[dict[str, Any]],
+    network: Callable[..., Any],
+    inferer: Callable[..., Any],
+    postprocessing: Callable[[dict[str, Any]], Any],
+    device: Any = "cpu",
+    seg_to: str | None = None,
+    bundle_root: str | None = None,
+    instances: dict[str, Any] | None = None,
+    instances_to: str | None = None,
+) -> list[Any]:
+    """Run `inferer(image[None], network)` on every preprocessed item and post-process it; with
+    `seg_to`, also write a DICOM SEG of each mask there (the item's source must be a DICOM series
+    folder); with `instances` (the metadata's watershed), also the instance image into
+    `instances_to`. The DICOM and watershed parts run here, in Python, never inside the network."""
+    import torch
+
+    results = []
+    with torch.no_grad():
+        for item in dataset:
+            image = item["image"]
+            pred = inferer(torch.as_tensor(image)[None].to(device), network)
+            item["pred"] = torch.as_tensor(pred)[0].detach().cpu()
+            if instances:
+                _write_instances(item, postprocessing, instances, Path(instances_to or "."))
+            out = postprocessing(item)
+            if seg_to is not None:
+                _write_seg(out, Path(seg_to), Path(bundle_root or "."))
+            results.append(out)
+    return results
+
+
+def _write_seg(item: dict[str, Any], out_dir: Path, bundle_root: Path) -> Path:
+    import json
+
+    from pipeline.io import read_image
+    from pipeline.predict.seg_output import write_prediction_seg
+
+    source = Path(str(item["pred"].meta.get("filename_or_obj") or item["image"].meta["filename_or_obj"]))
+    meta = json.loads((bundle_root / "configs" / "metadata.json").read_text())
+    image = read_image(source)  # the source geometry the mask was inverted to
+    return write_prediction_seg(
+        out_dir / f"{source.name}_seg.dcm", item["pred"], image, source, meta, bundle_root / "models" / "model.ts"
+    )
+
+
+def _write_instances(item: dict[str, Any], postprocessing: Any, instances: dict[str, Any], out_dir: Path) -> Path:
+    """The watershed's instance image, cut from the probabilities on the source grid: the bundle's
+    own post-processing up to its `Invertd` (softmax first when the inferer returns logits)."""
+    from monai.transforms import Compose, Invertd
+
+    from pipeline.inference.instances import WatershedSettings, instances_path, watershed_instances
+    from pipeline.io import write_image
+
+    steps = list(postprocessing.transforms)
+    upto = next(i for i, t in enumerate(steps) if isinstance(t, Invertd)) + 1
+    prob = Compose(steps[:upto])({**item, "pred": item["pred"].clone()})["pred"]
+    cut = watershed_instances(prob, WatershedSettings.from_dict(instances))
+    source = Path(str(item["image"].meta["filename_or_obj"]))
+    return write_image(cut[None], prob, instances_path(out_dir / source.name, suffix=".nii.gz"))
