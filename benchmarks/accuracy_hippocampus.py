@@ -126,8 +126,8 @@ def our_inference_seconds(cfg: Any, data_dir: Path, val_ids: list[str], out_dir:
     from pipeline.predict.runtime import load_net
 
     model = Path(cfg.export.output_dir) / "model.onnx"
-    up = read_metadata(model)[0]["unet_pipeline"]
-    settings = InferenceSettings.from_dict(up["inference"])
+    up = read_metadata(model)[0].pipeline
+    settings = InferenceSettings.from_dict(up.inference)
     net = load_net(model, "cpu")
     images = {
         e["id"]: data_dir / e["images"][0] for e in json.loads((data_dir / "dataset.json").read_text())["training"]
@@ -136,7 +136,7 @@ def our_inference_seconds(cfg: Any, data_dir: Path, val_ids: list[str], out_dir:
     t0 = time.perf_counter()
     for cid in val_ids:
         image = read_input(images[cid])
-        mask, _ = predict_case(image, net, up["preprocessing"], settings)
+        mask, _ = predict_case(image, net, up.preprocessing, settings)
         write_image(mask, image, out_dir / f"{cid}.nii.gz")
     return (time.perf_counter() - t0) / len(val_ids)
 

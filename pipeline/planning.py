@@ -24,7 +24,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pipeline.config import Config
 
 STEP_VOXELS = 330_000  # network input voxels per training step (batch x patch)
 MIN_BOTTLENECK = 4  # voxels along each axis at the deepest level (nnU-Net)
@@ -113,7 +116,7 @@ def plan(
     return Plan(_features(dims, depth), patch, batch, list(patch), reasons)
 
 
-def read_fingerprint(cfg: Any) -> dict[str, Any]:
+def read_fingerprint(cfg: Config) -> dict[str, Any]:
     """preprocessed/fingerprint.json, which the preprocess stage writes."""
     import json
     from pathlib import Path
@@ -127,7 +130,7 @@ def read_fingerprint(cfg: Any) -> dict[str, Any]:
 
 
 def planned_config(
-    cfg: Any, fingerprint: dict[str, Any], step_voxels: int = STEP_VOXELS, then: dict[str, Any] | None = None
+    cfg: Config, fingerprint: dict[str, Any], step_voxels: int = STEP_VOXELS, then: dict[str, Any] | None = None
 ) -> tuple[Any, Plan]:
     """`cfg` with the plan applied, then the dotted overrides `then` (validated again), and the plan."""
     from pipeline.config import apply_overrides, parse_config

@@ -107,7 +107,7 @@ def test_bundle_run_predict_onnx_ts_and_evaluate_give_one_mask(workdir, val_case
 
 def _example_input(workdir, val_case) -> np.ndarray:
     """A batch of two normalised crops of the held-out case at the bundle's legal input tile."""
-    from pipeline.export.verify import fit_to_size
+    from pipeline.model.shapes import fit_to_size
 
     cfg, root, _, exported = workdir
     meta = json.loads((exported / "configs/metadata.json").read_text())
@@ -245,8 +245,10 @@ def test_bundle_inferer_mirrors_only_the_training_flip_axes() -> None:
     from helpers_train import make_config
     from monai.bundle import ConfigParser
 
-    from pipeline.export.bundle import inference_config
+    from pipeline.export.inference_config import inference_config
     from pipeline.inference import InferenceSettings
+    from pipeline.model.args import ModelArgs
+    from pipeline.predict.metadata import PipelineSection
 
     cfg = make_config(
         2,
@@ -258,16 +260,14 @@ def test_bundle_inferer_mirrors_only_the_training_flip_axes() -> None:
     settings = InferenceSettings.from_config(cfg)
     assert settings.tta and settings.tta_axes == (0,)
     assert InferenceSettings.from_dict(json.loads(json.dumps(settings.to_dict()))) == settings
-    meta = {
-        "unet_pipeline": {
-            "inference": settings.to_dict(),
-            "depth": 1,
-            "padding": "same",
-            "labels": ["background", "object"],
-            "preprocessing": {},
-        }
-    }
-    parser = ConfigParser(inference_config(meta))
+    section = PipelineSection(
+        model_args=ModelArgs(2, 1, 2, (4, 8), "same", "batch", 0.0, "transpose"),
+        labels=("background", "object"),
+        preprocessing={},
+        inference=settings.to_dict(),
+        models={},
+    )
+    parser = ConfigParser(inference_config(section))
     inferer = parser.get_parsed_content("inferer")
     assert parser.get("inferer")["_target_"] == "pipeline.predict.inferer.UNetInferer"
     # RampNet ignores its input and answers a ramp over both axes; its TTA over axis 0 alone has a

@@ -12,16 +12,9 @@ import pytest
 import torch
 from helpers_export import CONFIGS, blob_image, export_both, tiny_trained_unet
 
-from pipeline.export import (
-    ExportVerificationError,
-    OnnxNet,
-    TorchScriptNet,
-    load_net,
-    size_rule,
-    verification_sizes,
-    verify_exports,
-)
+from pipeline.export import ExportVerificationError, size_rule, verification_sizes, verify_exports
 from pipeline.model import legal_input_size, output_size
+from pipeline.predict import OnnxNet, TorchScriptNet, load_net
 
 
 @pytest.fixture(scope="module")

@@ -62,7 +62,7 @@ def test_light_probabilities_equal_the_full_paths(exported_model: Path) -> None:
     root = exported_model.parent.parent
     image = root / "data" / "imagesTr" / "synth_002_0000.nii.gz"
     predictor = Predictor(exported_model)
-    spec = predictor.up["preprocessing"]
+    spec = predictor.up.preprocessing
     assert onnx_light.refusal(spec, predictor.settings, exported_model, image, False, "cpu") is None
     mask, prob = onnx_light.predict_case(read_array(image), predictor.net.session, spec, predictor.settings)
     full_mask, full_prob = predict_case(image, predictor.net, spec, predictor.settings)

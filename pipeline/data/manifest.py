@@ -11,9 +11,12 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import MissingInputError, PipelineError
+
+if TYPE_CHECKING:
+    from pipeline.config import Config
 
 MANIFEST = "manifest.json"
 
@@ -90,7 +93,25 @@ class Manifest(dict):
             raise ManifestError(f"{self.where} lists no cases")
         return ids[0]
 
-    def check_trainable(self, cfg: Any) -> None:
+    def held_out_image(self, spatial_dims: int, in_channels: int) -> tuple[str, Any]:
+        """(id, preprocessed image) of `held_out_case`, checked to fit a model of these dimensions:
+        what export verifies on and MLflow stores as the input example.
+
+        Raises:
+            ManifestError: the image's dimensionality or channel count does not fit.
+        """
+        import numpy as np
+
+        case_id = self.held_out_case()
+        image = np.load(self.path(case_id, "image"))
+        if image.shape[0] != in_channels or image.ndim - 1 != spatial_dims:
+            raise ManifestError(
+                f"held-out case {case_id}: image shape {tuple(image.shape)} does not fit a {spatial_dims}D "
+                f"{in_channels}-channel model"
+            )
+        return case_id, image
+
+    def check_trainable(self, cfg: Config) -> None:
         """Fail before training on a manifest that cannot feed this config."""
         for key in ("spatial_dims", "in_channels"):
             if key not in self:

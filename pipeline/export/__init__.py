@@ -13,7 +13,7 @@ _EXPORTS = {
     "dynamic_shapes": "pipeline.export.to_onnx",
     "export_onnx": "pipeline.export.to_onnx",
     "export_torchscript": "pipeline.export.torchscript",
-    "fit_to_size": "pipeline.export.verify",
+    "fit_to_size": "pipeline.model.shapes",
     "legal_size_expression": "pipeline.export.to_onnx",
     "load_torchscript": "pipeline.model.jit",
     "quiet_jit": "pipeline.model.jit",

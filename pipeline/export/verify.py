@@ -12,40 +12,14 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.errors import InputError, PipelineError
+from pipeline.errors import PipelineError
 from pipeline.export.to_onnx import check_onnx, size_rule
+from pipeline.model.args import ModelArgs
+from pipeline.model.shapes import fit_to_size
 
 
 class ExportVerificationError(PipelineError, RuntimeError):
     """An exported model disagrees with the eager network (or is not valid ONNX)."""
-
-
-def fit_to_size(image: np.ndarray, size: Sequence[int]) -> np.ndarray:
-    """Centre-crop or mirror-pad a (C, *spatial) array to `size` (the overlap-tile padding)."""
-    out = image
-    for axis, n in enumerate(size, start=1):
-        cur = out.shape[axis]
-        if cur > n:
-            start = (cur - n) // 2
-            out = np.take(out, np.arange(start, start + n), axis=axis)
-        elif cur < n:
-            before = (n - cur) // 2
-            pad = [(0, 0)] * out.ndim
-            pad[axis] = (before, n - cur - before)
-            out = np.pad(out, pad, mode="reflect" if cur > 1 else "edge")
-    return np.ascontiguousarray(out, dtype=np.float32)
-
-
-def held_out_image(manifest: Any, model_args: dict[str, Any]) -> tuple[str, Any]:
-    """(id, preprocessed image) of the case the export is verified on, checked to fit the model."""
-    case_id = manifest.held_out_case()
-    image = np.load(manifest.path(case_id, "image"))
-    dims, in_ch = int(model_args["spatial_dims"]), int(model_args["in_channels"])
-    if image.shape[0] != in_ch or image.ndim - 1 != dims:
-        raise InputError(
-            f"held-out case {case_id}: image shape {tuple(image.shape)} does not fit a {dims}D {in_ch}-channel model"
-        )
-    return case_id, image
 
 
 def verification_sizes(tile_input: Sequence[int], depth: int, padding: str) -> list[tuple[int, ...]]:
@@ -116,7 +90,7 @@ def verify_exports(
 
 
 def verified_onnx(
-    net: Any, model_args: dict[str, Any], image: np.ndarray, tile_size: Sequence[int], tolerance: float, path: Path
+    net: Any, model_args: ModelArgs, image: np.ndarray, tile_size: Sequence[int], tolerance: float, path: Path
 ) -> Any:
     """`net` exported to `path` (dynamic axes) and checked against eager on `image` as the export
     stage checks its model.onnx; returns the ONNX Runtime session wrapped as a net."""
@@ -124,9 +98,8 @@ def verified_onnx(
     from pipeline.model import legal_input_size
     from pipeline.predict.runtime import OnnxNet
 
-    dims, in_ch = int(model_args["spatial_dims"]), int(model_args["in_channels"])
-    depth, padding = len(model_args["features"]) - 1, str(model_args["padding"])
-    export_onnx(net, path, dims, in_ch, depth, padding)
-    sizes = verification_sizes(legal_input_size(tile_size, depth, padding), depth, padding)
+    m = model_args
+    export_onnx(net, path, m.spatial_dims, m.in_channels, m.depth, m.padding)
+    sizes = verification_sizes(legal_input_size(tile_size, m.depth, m.padding), m.depth, m.padding)
     verify_exports(net, image, sizes, tolerance, onnx_path=path)
     return OnnxNet(path)

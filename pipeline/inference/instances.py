@@ -14,9 +14,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from pipeline.config import Config
 
 INSTANCES_SUFFIX = "_instances"  # mask.nii.gz -> mask_instances.nii.gz
 
@@ -39,7 +42,7 @@ class WatershedSettings:
         return cls(**{k: v for k, v in d.items() if k != "method"})
 
     @classmethod
-    def from_config(cls, cfg: Any, labels: list[str]) -> WatershedSettings | None:
+    def from_config(cls, cfg: Config, labels: list[str]) -> WatershedSettings | None:
         """The evaluate config's watershed, or None when `evaluate.instances` is `none`."""
         if cfg.evaluate.instances == "none":
             return None
@@ -47,7 +50,7 @@ class WatershedSettings:
         return cls(boundary_index(cfg, labels), w.threshold, w.marker_h, w.sigma)
 
 
-def boundary_index(cfg: Any, labels: list[str]) -> int:
+def boundary_index(cfg: Config, labels: list[str]) -> int:
     """The class index of `evaluate.boundary_class` (the label that separates instances)."""
     name = cfg.evaluate.boundary_class
     if name not in labels:

@@ -9,9 +9,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import InputError
+
+if TYPE_CHECKING:
+    from pipeline.config import Config
+    from pipeline.model.args import ModelArgs
 
 
 @dataclass(frozen=True)
@@ -54,12 +58,12 @@ class InferenceSettings:
         return self.tile_size
 
     @classmethod
-    def from_config(cls, cfg: Any, model_args: dict[str, Any] | None = None) -> InferenceSettings:
+    def from_config(cls, cfg: Config, model_args: ModelArgs | None = None) -> InferenceSettings:
         """From a `Config`; padding and depth come from `model_args` (a checkpoint's) when given."""
         from pipeline.model.shapes import forward_bytes_per_voxel
 
-        padding = model_args["padding"] if model_args else cfg.model.padding
-        features = model_args["features"] if model_args else cfg.model.features
+        padding = model_args.padding if model_args else cfg.model.padding
+        features = model_args.features if model_args else cfg.model.features
         depth = len(features) - 1
         inf = cfg.inference
         per_voxel = forward_bytes_per_voxel(features, cfg.data.spatial_dims)

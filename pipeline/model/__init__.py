@@ -5,6 +5,10 @@ from pipeline._lazy import lazy_getattr
 _EXPORTS = {
     "FoldEnsemble": "pipeline.model.ensemble",
     "IllegalInputSize": "pipeline.model.shapes",
+    "ModelArgs": "pipeline.model.args",
+    "fit_to_size": "pipeline.model.shapes",
+    "load_torchscript": "pipeline.model.jit",
+    "quiet_jit": "pipeline.model.jit",
     "UNet": "pipeline.model.unet",
     "build_model": "pipeline.model.unet",
     "center_crop_like": "pipeline.model.unet",

@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
+
 from pipeline.errors import PipelineError
 
 CONVS_PER_LEVEL = 2  # two 3x3 convolutions per level, each losing 1 voxel per side when unpadded
@@ -118,3 +120,19 @@ def forward_bytes_per_voxel(features: Sequence[int], spatial_dims: int) -> float
     if spatial_dims not in FORWARD_BYTES_PER_VOXEL_PER_WIDTH:
         raise IllegalInputSize(f"spatial_dims must be 2 or 3, got {spatial_dims}")
     return float(FORWARD_BYTES_PER_VOXEL_PER_WIDTH[spatial_dims] * int(features[0]))
+
+
+def fit_to_size(image: np.ndarray, size: Sequence[int]) -> np.ndarray:
+    """Centre-crop or mirror-pad a (C, *spatial) array to `size` (the overlap-tile padding)."""
+    out = image
+    for axis, n in enumerate(size, start=1):
+        cur = out.shape[axis]
+        if cur > n:
+            start = (cur - n) // 2
+            out = np.take(out, np.arange(start, start + n), axis=axis)
+        elif cur < n:
+            before = (n - cur) // 2
+            pad = [(0, 0)] * out.ndim
+            pad[axis] = (before, n - cur - before)
+            out = np.pad(out, pad, mode="reflect" if cur > 1 else "edge")
+    return np.ascontiguousarray(out, dtype=np.float32)

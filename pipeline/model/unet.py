@@ -7,12 +7,16 @@ scripts, traces and exports to ONNX with dynamic batch and spatial sizes.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
+from pipeline.model.args import ModelArgs
 from pipeline.model.norms import InstanceNorm
+
+if TYPE_CHECKING:
+    from pipeline.config import ModelConfig
 
 _CONV = {2: nn.Conv2d, 3: nn.Conv3d}
 _CONV_T = {2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
@@ -144,19 +148,11 @@ class UNet(nn.Module):
         return levels
 
 
-def build_model(model_cfg: Any, spatial_dims: int, in_channels: int, out_channels: int) -> UNet:
-    """The network a config describes; `model_args` gives the same dict for checkpoints."""
+def build_model(model_cfg: ModelConfig, spatial_dims: int, in_channels: int, out_channels: int) -> UNet:
+    """The network a config's `model` section describes; `model_args` gives the same arguments for checkpoints."""
     return UNet(**model_args(model_cfg, spatial_dims, in_channels, out_channels))
 
 
-def model_args(model_cfg: Any, spatial_dims: int, in_channels: int, out_channels: int) -> dict[str, Any]:
-    return {
-        "spatial_dims": spatial_dims,
-        "in_channels": in_channels,
-        "out_channels": out_channels,
-        "features": list(model_cfg.features),
-        "padding": model_cfg.padding,
-        "norm": model_cfg.norm,
-        "dropout": model_cfg.dropout,
-        "upsample": model_cfg.upsample,
-    }
+def model_args(model_cfg: ModelConfig, spatial_dims: int, in_channels: int, out_channels: int) -> dict[str, Any]:
+    """`ModelArgs.from_config(...).to_dict()`: the plain form a checkpoint stores."""
+    return ModelArgs.from_config(model_cfg, spatial_dims, in_channels, out_channels).to_dict()

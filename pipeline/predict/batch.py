@@ -15,7 +15,9 @@ from typing import Any
 
 from pipeline.errors import PipelineError
 from pipeline.io.dicom_series import NON_IMAGE_MODALITIES, Series, check_series, find_series
-from pipeline.predict.predictor import SEG_SUFFIX, PredictError, Predictor
+from pipeline.io.suffixes import SEG_SUFFIX, SUPPORTED_SUFFIXES, full_suffix, strip_image_suffix
+from pipeline.predict.errors import PredictError
+from pipeline.predict.predictor import Predictor
 
 FORMATS = {"nifti": ".nii.gz", "dicom-seg": SEG_SUFFIX}
 
@@ -38,15 +40,11 @@ class Case:
 
 def _name(root: Path, path: Path) -> str:
     rel = path.relative_to(root).as_posix() if path != root else root.name
-    for suffix in (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".png", ".tif", ".tiff"):
-        rel = rel.removesuffix(suffix)
-    return rel.replace("/", "_") or root.name
+    return strip_image_suffix(rel).replace("/", "_") or root.name
 
 
 def collect_cases(root: Path) -> tuple[list[Case], list[Outcome]]:
     """Cases under `root` and the stray files (non-DICOM files in DICOM folders, reported as failures)."""
-    from pipeline.io import SUPPORTED_SUFFIXES, full_suffix
-
     series, strays = find_series(root)
     per_folder: dict[Path, int] = {}
     for s in series:
@@ -77,7 +75,7 @@ def _skip_reason(case: Case, predictor: Predictor) -> str | None:
         return None
     if s.modality.upper() in NON_IMAGE_MODALITIES:
         return f"a {s.modality} object, not an image series"
-    want = str(predictor.up.get("modality", "other")).upper()
+    want = str(predictor.up.modality).upper()
     if want in ("CT", "MR") and s.modality.upper() != want:
         return f"modality {s.modality or '?'}, the model is for {want}"
     dims = 3 if check_series(s) > 1 else 2

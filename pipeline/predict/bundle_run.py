@@ -45,13 +45,12 @@ def infer_all(
 
 
 def _write_seg(item: dict[str, Any], out_dir: Path, bundle_root: Path) -> Path:
-    import json
-
     from pipeline.io import read_image
+    from pipeline.predict.metadata import load_metadata_file
     from pipeline.predict.seg_output import write_prediction_seg
 
     source = Path(str(item["pred"].meta.get("filename_or_obj") or item["image"].meta["filename_or_obj"]))
-    meta = json.loads((bundle_root / "configs" / "metadata.json").read_text())
+    meta = load_metadata_file(bundle_root / "configs" / "metadata.json")
     image = read_image(source)  # the source geometry the mask was inverted to
     return write_prediction_seg(
         out_dir / f"{source.name}_seg.dcm", item["pred"], image, source, meta, bundle_root / "models" / "model.ts"

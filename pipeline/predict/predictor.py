@@ -8,63 +8,14 @@ for an ONNX Runtime session or a TorchScript module, so the mask equals the eval
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import PipelineError
+from pipeline.predict.errors import PredictError
+from pipeline.predict.metadata import find_metadata, read_metadata
 
-METADATA_CANDIDATES = ("configs/metadata.json", "metadata.json", "../configs/metadata.json")
-SEG_SUFFIX = ".dcm"  # `-o result.dcm` from a DICOM series: a DICOM Segmentation object
-
-
-class PredictError(PipelineError, ValueError):
-    """Input the predictor cannot use; the message names the file and the problem."""
-
-
-def find_metadata(model_path: str | Path) -> Path:
-    """The bundle's metadata.json next to the model (or one folder up for models/model.ts)."""
-    model_path = Path(model_path)
-    for rel in METADATA_CANDIDATES:
-        cand = (model_path.parent / rel).resolve()
-        if cand.is_file():
-            return cand
-    looked = ", ".join(str(model_path.parent / r) for r in METADATA_CANDIDATES)
-    raise PredictError(
-        f"no metadata.json for model {model_path} (looked in {looked}); pass a model from an exported/ folder"
-    )
-
-
-def read_metadata(model_path: str | Path) -> tuple[dict[str, Any], Path]:
-    """(metadata dict, bundle root) for a model file, checked to describe this very file (SHA-256)."""
-    from pipeline.io.digests import sha256_file
-
-    model_path = Path(model_path)
-    if not model_path.is_file():
-        raise PredictError(f"model file {model_path} does not exist")
-    meta_path = find_metadata(model_path)
-    try:
-        meta = json.loads(meta_path.read_text())
-        up = meta["unet_pipeline"]
-    except (json.JSONDecodeError, KeyError) as exc:
-        raise PredictError(f"{meta_path} is not an unet-pipeline bundle metadata file ({exc})") from None
-    root = meta_path.parent.parent
-    rel = (
-        model_path.resolve().relative_to(root.resolve()).as_posix()
-        if model_path.resolve().is_relative_to(root.resolve())
-        else model_path.name
-    )
-    recorded = up.get("models", {}).get(rel)
-    if recorded is None:
-        raise PredictError(f"model {model_path} is not listed in {meta_path} (known: {sorted(up.get('models', {}))})")
-    digest = sha256_file(model_path)
-    if digest != recorded["sha256"]:
-        raise PredictError(
-            f"model {model_path} does not match {meta_path}: SHA-256 {digest[:12]}... != recorded "
-            f"{recorded['sha256'][:12]}..."
-        )
-    return meta, root
+__all__ = ["PredictError", "Predictor", "predict_file", "read_input", "read_metadata"]
 
 
 def check_image(image: Any, path: str | Path, spatial_dims: int, in_channels: int) -> None:
@@ -123,9 +74,9 @@ class Predictor:
 
         self.model_path = resolve_model(model_path)
         self.meta, _ = read_metadata(self.model_path)
-        self.up = self.meta["unet_pipeline"]
+        self.up = self.meta.pipeline
         try:
-            self.settings = InferenceSettings.from_dict(self.up["inference"])
+            self.settings = InferenceSettings.from_dict(self.up.inference)
         except (KeyError, TypeError, ValueError) as exc:  # InputError is a ValueError
             raise PredictError(f"{find_metadata(self.model_path)}: unusable inference settings: {exc}") from None
         if tta is not None:  # None keeps the exported setting (the evaluate stage's)
@@ -134,7 +85,7 @@ class Predictor:
         self.device = device
         self.light = light  # the torch-free ONNX path where it gives the same mask (`onnx_light`)
         self.last_refusal: str | None = None  # why the last case took the full path (None: light)
-        cut = self.up.get("instances")  # a seeded watershed, when the model was exported with one
+        cut = self.up.instances  # a seeded watershed, when the model was exported with one
         try:
             self.instances = WatershedSettings.from_dict(cut) if cut else None
         except (TypeError, ValueError) as exc:
@@ -145,7 +96,7 @@ class Predictor:
 
     @property
     def spatial_dims(self) -> int:
-        return int(self.up["model_args"]["spatial_dims"])
+        return self.up.spatial_dims
 
     def predict(
         self, image_path: str | Path, output_path: str | Path, *, series_uid: str | None = None, progress: bool = False
@@ -154,7 +105,7 @@ class Predictor:
         input's geometry, or as a DICOM SEG (`.dcm`) referencing the input series. A model exported
         with `evaluate.instances: watershed` also writes `<name>_instances<suffix>` beside an image
         mask (`last_instances`)."""
-        from pipeline.io import WRITABLE_SUFFIXES, full_suffix, write_image
+        from pipeline.io import SEG_SUFFIX, WRITABLE_SUFFIXES, full_suffix, write_image
 
         output_path = Path(output_path)
         as_seg = full_suffix(output_path) == SEG_SUFFIX
@@ -169,11 +120,11 @@ class Predictor:
             )
         from pipeline.predict import onnx_light
 
-        spec = self.up["preprocessing"]
+        spec = self.up.preprocessing
         refusal = onnx_light.refusal(spec, self.settings, self.model_path, Path(image_path), as_seg, self.device)
         self.last_refusal = refusal if self.light else "light path off"
         image = read_input(image_path, series_uid, light=self.last_refusal is None)
-        check_image(image, image_path, self.spatial_dims, int(self.up["model_args"]["in_channels"]))
+        check_image(image, image_path, self.spatial_dims, self.up.in_channels)
         self._check_distribution(image, image_path, series_uid)
         if self.last_refusal is None:
             mask, prob = onnx_light.predict_case(image, self.net.session, spec, self.settings, progress=progress)
@@ -200,7 +151,7 @@ class Predictor:
         from pipeline.predict.ood import findings
 
         tag = series_modality(image_path, series_uid) if Path(image_path).is_dir() else None
-        self.last_findings = findings(image, self.up.get("training_fingerprint"), tag)
+        self.last_findings = findings(image, self.up.training_fingerprint, tag)
         if not self.last_findings:
             return
         msg = f"{image_path}: unlike the training data: " + "; ".join(self.last_findings)
@@ -232,31 +183,3 @@ def predict_file(
     """Segment one image with an exported model and write the mask (input geometry, or a DICOM SEG)."""
     predictor = Predictor(model_path, tta=tta, device=device, strict=strict)
     return predictor.predict(image_path, output_path, progress=progress)
-
-
-def is_batch(image: str | Path, output: str | Path) -> bool:
-    """A folder in and a folder out (`-o results/`, no file suffix): every case under the input."""
-    from pipeline.io import WRITABLE_SUFFIXES, full_suffix
-
-    out = Path(output)
-    known = (*WRITABLE_SUFFIXES, SEG_SUFFIX)
-    return Path(image).is_dir() and (out.is_dir() or full_suffix(out) not in known)
-
-
-def main(args: Any) -> int:
-    """CLI entry; returns the number of failed cases (the exit status of a batch run)."""
-    kw = {
-        "tta": True if getattr(args, "tta", False) else None,
-        "device": getattr(args, "device", "cpu") or "cpu",
-        "strict": bool(getattr(args, "strict", False)),
-    }
-    if is_batch(args.image, args.output):
-        from pipeline.predict.batch import predict_folder, summary_table
-
-        outcomes = predict_folder(args.model, args.image, args.output, fmt=getattr(args, "format", "nifti"), **kw)
-        print(summary_table(outcomes))
-        return sum(o.status == "failed" for o in outcomes)
-    predictor = Predictor(args.model, **kw)
-    out = predictor.predict(args.image, args.output, progress=True)
-    print(f"wrote {out}" + (f" and {predictor.last_instances}" if predictor.last_instances else ""))
-    return 0

@@ -12,17 +12,18 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.io.dicom_seg import Algorithm, CodeSpec, SegmentSpec
+from pipeline.predict.metadata import BundleMetadata, PipelineSection
 
 
 def _code(d: dict[str, Any] | None) -> CodeSpec | None:
     return None if d is None else CodeSpec(str(d["scheme"]), str(d["value"]), str(d["meaning"]))
 
 
-def segments_from_metadata(up: dict[str, Any]) -> tuple[list[SegmentSpec], list[str]]:
+def segments_from_metadata(up: PipelineSection) -> tuple[list[SegmentSpec], list[str]]:
     """One segment per foreground label (value k -> segment k); returns (segments, labels without codes)."""
-    codes = up.get("label_codes") or {}
+    codes = up.label_codes
     segments, uncoded = [], []
-    for k, name in enumerate(up["labels"][1:], start=1):
+    for k, name in enumerate(up.labels[1:], start=1):
         c = codes.get(name)
         if c is None:
             uncoded.append(name)
@@ -41,7 +42,7 @@ def _package_version() -> str:
         return "unknown"
 
 
-def algorithm_from_metadata(meta: dict[str, Any], model_path: str | Path) -> Algorithm:
+def algorithm_from_metadata(meta: BundleMetadata, model_path: str | Path) -> Algorithm:
     """Name and version: the MLflow registered model and version when the export registered one
     (`mlflow.json` beside the model), else the bundle name and the weights' SHA-256."""
     model_dir = Path(model_path).parent
@@ -52,8 +53,9 @@ def algorithm_from_metadata(meta: dict[str, Any], model_path: str | Path) -> Alg
                 name, version = str(reg["registered_model_name"]), str(reg["registered_model_version"])
                 break
     else:
-        prov = meta["unet_pipeline"].get("provenance", {})
-        name, version = str(meta["name"]), str(prov.get("weights_sha256") or meta.get("version", "unknown"))
+        prov = meta.pipeline.provenance
+        name = meta.name
+        version = str(prov.get("weights_sha256") or meta.standard.get("version", "unknown"))
     return Algorithm(name=name, version=version, software=f"unet-pipeline {_package_version()}")
 
 
@@ -62,7 +64,7 @@ def write_prediction_seg(
     mask: Any,
     image: Any,
     series_dir: str | Path,
-    meta: dict[str, Any],
+    meta: BundleMetadata,
     model_path: str | Path,
     series_uid: str | None = None,
 ) -> Path:
@@ -72,7 +74,7 @@ def write_prediction_seg(
     from pipeline.io import dicom_series_files
     from pipeline.io.dicom_seg import write_seg
 
-    segments, uncoded = segments_from_metadata(meta["unet_pipeline"])
+    segments, uncoded = segments_from_metadata(meta.pipeline)
     if uncoded:
         warnings.warn(
             f"labels {uncoded} have no codes in the model's metadata (config `labels` block): their segments "

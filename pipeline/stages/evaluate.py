@@ -12,9 +12,14 @@ them to the pipeline's MLflow run. Run as `unet-pipeline evaluate [-c params.yam
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.config import Config
+
+if TYPE_CHECKING:
+    from pipeline.data.manifest import Manifest
+    from pipeline.inference.settings import InferenceSettings
+    from pipeline.model.args import ModelArgs
 
 
 def run(cfg: Config, checkpoint: str | Path | None = None, device: str | None = None) -> None:
@@ -29,13 +34,15 @@ def run(cfg: Config, checkpoint: str | Path | None = None, device: str | None = 
     from pipeline.inference import InferenceSettings
     from pipeline.inference.instances import WatershedSettings, boundary_index
     from pipeline.io import atomic_dir
+    from pipeline.model.args import ModelArgs
     from pipeline.tracking.results import log_evaluation
     from pipeline.training.checkpoint import load_best_checkpoint
 
     manifest = load_manifest(cfg.preprocess.output_dir)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     net, ckpt, _ = load_best_checkpoint(cfg, manifest.labels, checkpoint, device)
-    settings = InferenceSettings.from_config(cfg, ckpt["model_args"])
+    model_args = ModelArgs.from_dict(ckpt["model_args"])
+    settings = InferenceSettings.from_config(cfg, model_args)
     reports = Path(cfg.evaluate.reports_dir)
     boundary = boundary_index(cfg, manifest.labels) if cfg.evaluate.instance_metrics else None
     instances = WatershedSettings.from_config(cfg, manifest.labels)
@@ -44,7 +51,7 @@ def run(cfg: Config, checkpoint: str | Path | None = None, device: str | None = 
         atomic_dir(cfg.evaluate.predictions_dir) as pred_dir,
     ):
         if cfg.evaluate.runtime == "onnxruntime":
-            net = _onnx_twin(cfg, net, ckpt["model_args"], manifest, settings, Path(tmp) / "model.onnx")
+            net = _onnx_twin(cfg, net, model_args, manifest, settings, Path(tmp) / "model.onnx")
         scores = score_held_out(manifest, net, settings, pred_dir, boundary, instances)
         summary = write_reports(reports, scores, manifest.labels)
         figures = write_figures(reports / "figures", manifest, pred_dir, scores)
@@ -63,14 +70,16 @@ def run(cfg: Config, checkpoint: str | Path | None = None, device: str | None = 
         )
 
 
-def _onnx_twin(cfg: Config, net: Any, model_args: dict[str, Any], manifest: Any, settings: Any, path: Path) -> Any:
+def _onnx_twin(
+    cfg: Config, net: Any, model_args: ModelArgs, manifest: Manifest, settings: InferenceSettings, path: Path
+) -> Any:
     """`net` (a member or the ensemble) as a verified ONNX Runtime session (`evaluate.runtime: onnxruntime`)."""
     import time
 
-    from pipeline.export.verify import held_out_image, verified_onnx
+    from pipeline.export.verify import verified_onnx
 
     t0 = time.perf_counter()
-    case_id, image = held_out_image(manifest, model_args)
+    case_id, image = manifest.held_out_image(model_args.spatial_dims, model_args.in_channels)
     twin = verified_onnx(net.cpu(), model_args, image, settings.tile_size, cfg.export.tolerance, path)
     took = time.perf_counter() - t0
     print(f"evaluate: ONNX Runtime (exported, checked against eager on case {case_id}: {took:.1f} s)")

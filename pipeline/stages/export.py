@@ -23,25 +23,29 @@ def run(cfg: Config, checkpoint: str | Path | None = None, log_mlflow: bool = Tr
     """Export `checkpoint` (default: the members' best.pt, as one ensemble) to cfg.export.output_dir,
     atomically."""
     from pipeline.data.manifest import load_manifest
-    from pipeline.export.bundle import build_bundle, mlflow_example
+    from pipeline.export.bundle import build_bundle
     from pipeline.inference import InferenceSettings
     from pipeline.io import atomic_dir, write_text_atomic
+    from pipeline.model.args import ModelArgs
+    from pipeline.tracking.model_example import mlflow_example
     from pipeline.tracking.registry import log_export
     from pipeline.training.checkpoint import load_best_checkpoint
 
     manifest = load_manifest(cfg.preprocess.output_dir, required=("labels", "preprocessing"))
     net, ckpt, ckpt_paths = load_best_checkpoint(cfg, manifest.labels, checkpoint, "cpu")
-    model_args = dict(ckpt["model_args"])
+    model_args = ModelArgs.from_dict(ckpt["model_args"])
     out_dir = Path(cfg.export.output_dir)
     with atomic_dir(out_dir) as out:
         meta = build_bundle(out, net, ckpt, manifest, cfg, ckpt_paths)
         logged = {}
         if log_mlflow:
-            example = mlflow_example(manifest, model_args, InferenceSettings.from_config(cfg, model_args))
-            logged = log_export(cfg, out, meta, example, model_args)
+            tile = InferenceSettings.from_config(cfg, model_args).tile_size
+            image = manifest.held_out_image(model_args.spatial_dims, model_args.in_channels)[1]
+            example = mlflow_example(image, model_args, tile)
+            logged = log_export(cfg, out, meta.to_dict(), example, model_args.to_dict())
         # where the models went in MLflow; outside the logged bundle (it names the logged version)
         write_text_atomic(out / "mlflow.json", json.dumps(logged, indent=2) + "\n")
-    report = meta["unet_pipeline"]["verification"]
+    report = meta.pipeline.verification
     worst, version = max(c["max_abs_diff"] for c in report["checks"]), logged.get("registered_model_version")
     registered = f"; registered {cfg.tracking.registered_model_name} v{version}" if version is not None else ""
     print(

@@ -13,6 +13,7 @@ _EXPORTS = {
     "PipelineRun": "pipeline.tracking.runs",
     "RUN_FILE": "pipeline.tracking.runs",
     "RunRef": "pipeline.tracking.runs",
+    "TrainingTracker": "pipeline.tracking.training_run",
     "active_pipeline_run": "pipeline.tracking.runs",
     "config_tags": "pipeline.tracking.context",
     "dvc_data_hash": "pipeline.tracking.context",

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import yaml
+
+if TYPE_CHECKING:
+    from pipeline.config import Config
 
 
 def _git(*args: str, cwd: Path) -> str | None:
@@ -39,7 +42,7 @@ def dvc_data_hash(data_root: Path) -> str | None:
         return None
 
 
-def config_tags(cfg: Any, cwd: Path | None = None) -> dict[str, str]:
+def config_tags(cfg: Config, cwd: Path | None = None) -> dict[str, str]:
     """Tags every pipeline run carries."""
     tags = {"config_name": cfg.name, "spatial_dims": str(cfg.data.spatial_dims), "padding": cfg.model.padding}
     commit, dirty = git_commit(cwd)

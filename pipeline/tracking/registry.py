@@ -15,9 +15,12 @@ import logging
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from pipeline.config import Config
 
 ONNX_MODEL_NAME = "onnx_model"
 TS_MODEL_NAME = "torchscript_model"
@@ -133,7 +136,9 @@ def log_exported_models(
     }
 
 
-def log_export(cfg: Any, out: Path, meta: dict[str, Any], example: Any, model_args: dict[str, Any]) -> dict[str, Any]:
+def log_export(
+    cfg: Config, out: Path, meta: dict[str, Any], example: Any, model_args: dict[str, Any]
+) -> dict[str, Any]:
     """Both models and the bundle (the ONNX model registered as a new version), the parity report
     and its worst difference per runtime; returns where the models went."""
     import mlflow

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.tracking.runs import active_pipeline_run, read_run_ref
 
+if TYPE_CHECKING:
+    from pipeline.config import Config
 
-def member_runs(cfg: Any) -> str:
+
+def member_runs(cfg: Config) -> str:
     """The training runs of the ensemble's members, in member order (comma-separated run ids)."""
     refs = [read_run_ref(cfg.train.member_dir(k)) for k in cfg.train.members]
     return ",".join(ref.run_id if ref else "?" for ref in refs)
 
 
-def log_evaluation(cfg: Any, reports: Path, summary: dict[str, float], figures: list[Path], settings: Any) -> None:
+def log_evaluation(cfg: Config, reports: Path, summary: dict[str, float], figures: list[Path], settings: Any) -> None:
     """Held-out metrics (prefixed `eval_`), the reports, the figures and the inference settings."""
     import mlflow
 

@@ -15,10 +15,13 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import InputError, MissingInputError
 from pipeline.tracking.uri import resolve_tracking_uri
+
+if TYPE_CHECKING:
+    from pipeline.config import Config
 
 RUN_FILE = "mlflow_run.json"
 _MAX_PARAM_LEN = 6000  # MLflow's limit on a param value
@@ -74,7 +77,7 @@ class PipelineRun:
         return RunRef(self.run_id, self.experiment_id, self.experiment, self.tracking_uri)
 
     @classmethod
-    def create(cls, cfg: Any, run_name: str | None = None, tags: Mapping[str, str] | None = None) -> PipelineRun:
+    def create(cls, cfg: Config, run_name: str | None = None, tags: Mapping[str, str] | None = None) -> PipelineRun:
         """A new run in cfg.tracking.experiment (created if missing)."""
         from mlflow.tracking import MlflowClient
 
@@ -87,7 +90,7 @@ class PipelineRun:
         return cls(uri, run.info.run_id, exp_id, name)
 
     @classmethod
-    def reopen(cls, cfg: Any, run_id: str) -> PipelineRun | None:
+    def reopen(cls, cfg: Config, run_id: str) -> PipelineRun | None:
         """The existing run `run_id` in the current store, marked running again; None if it is not there."""
         from mlflow.exceptions import MlflowException
         from mlflow.tracking import MlflowClient
@@ -152,7 +155,7 @@ class PipelineRun:
 
 
 @contextmanager
-def active_pipeline_run(cfg: Any, run_dir: Path | None = None, create_missing: bool = True) -> Iterator[Any]:
+def active_pipeline_run(cfg: Config, run_dir: Path | None = None, create_missing: bool = True) -> Iterator[Any]:
     """`mlflow.start_run(run_id=...)` on the pipeline's run, for the evaluate and export stages.
 
     Reads `<run_dir>/mlflow_run.json` (default: member 0's, `checkpoints/fold_0/`, written by

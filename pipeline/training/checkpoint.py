@@ -9,14 +9,18 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
 
 from pipeline.config import Config
 from pipeline.errors import InputError, MissingInputError
+
+if TYPE_CHECKING:
+    from pipeline.training.data import PatchGeometry
 
 # settings that do not change the numbers a training produces; editing them keeps a checkpoint resumable
 _NEUTRAL_TRAIN_KEYS = ("output_dir", "num_workers", "val_every", "cache_gb")
@@ -68,6 +72,7 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
+    """Put back the RNG states `rng_state` captured, so a resumed training draws what it would have."""
     torch.set_rng_state(state["torch"])
     n = state["numpy"]
     np.random.set_state(
@@ -77,6 +82,103 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class Progress(NamedTuple):
+    """How far a checkpointed training got: its last epoch, history and best validation score."""
+
+    epoch: int
+    history: list[dict[str, Any]]
+    best_metric: float
+    best_epoch: int
+
+
+def checkpoint_payload(
+    cfg: Config,
+    *,
+    net: torch.nn.Module,
+    heads: torch.nn.Module | None,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    epoch: int,
+    best_metric: float,
+    best_epoch: int,
+    history: list[dict[str, Any]],
+    model_args: dict[str, Any],
+    key: str,
+    class_names: Sequence[str],
+    geometry: PatchGeometry,
+    mlflow_run_id: str | None,
+) -> dict[str, Any]:
+    """The checkpoint: everything resuming needs (`restore`), plus what evaluate and export read.
+
+    Args:
+        cfg: the training's config, stored whole.
+        net: the U-Net.
+        heads: deep supervision's extra output heads, or None without deep supervision.
+        optimizer: the optimiser, with its momentum buffers.
+        scheduler: the learning-rate schedule.
+        epoch: the last epoch trained.
+        best_metric: the best mean validation Dice so far (best.pt's).
+        best_epoch: the epoch of `best_metric`.
+        history: one row per epoch trained (train_history.csv).
+        model_args: the `UNet` arguments that rebuild `net` (`load_trained_net`).
+        key: the `resume_key` the training runs under.
+        class_names: the labels, one per output channel.
+        geometry: the training's input and output patch sizes.
+        mlflow_run_id: the MLflow run the training logs into, reopened on resume.
+
+    Returns:
+        A dict of tensors and plain values (weights_only-loadable), current RNG states included.
+    """
+    return {
+        "model": net.state_dict(),
+        **({"deep_supervision_heads": heads.state_dict()} if heads is not None else {}),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "epoch": epoch,
+        "best_metric": best_metric,
+        "best_epoch": best_epoch,
+        "history": history,
+        "model_args": model_args,
+        "config": cfg.model_dump(mode="json"),
+        "resume_key": key,
+        "class_names": class_names,
+        "patch": {"input_size": list(geometry.input_size), "output_size": list(geometry.output_size)},
+        "rng": rng_state(),
+        "mlflow_run_id": mlflow_run_id,
+    }
+
+
+def restore(
+    state: dict[str, Any],
+    net: torch.nn.Module,
+    heads: torch.nn.Module | None,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+) -> Progress:
+    """Load a `checkpoint_payload` back into freshly built training objects and set the RNGs, so the
+    resumed training continues exactly as an uninterrupted one would.
+
+    Args:
+        state: the checkpoint dict (`load_checkpoint`).
+        net: the U-Net.
+        heads: deep supervision's extra heads, or None without deep supervision.
+        optimizer: the optimiser.
+        scheduler: the learning-rate schedule.
+
+    Returns:
+        The epoch, history and best validation score the checkpoint was written at.
+    """
+    net.load_state_dict(state["model"])
+    if heads is not None:
+        heads.load_state_dict(state["deep_supervision_heads"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    set_rng_state(state["rng"])
+    return Progress(
+        int(state["epoch"]), list(state["history"]), float(state["best_metric"]), int(state.get("best_epoch", 0))
+    )
 
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:

@@ -14,8 +14,9 @@ import math
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm import tqdm
@@ -33,6 +34,9 @@ from pipeline.training.losses import build_loss
 from pipeline.training.optim import build_optimizer, build_scheduler
 from pipeline.training.speed import step_autocast, use_bf16
 from pipeline.training.validation import ValidationResult, save_overlays, validate
+
+if TYPE_CHECKING:
+    from pipeline.tracking.training_run import TrainingTracker
 
 HISTORY_FILE = "train_history.csv"
 OVERLAY_FILE = "val_overlays.png"
@@ -78,33 +82,6 @@ def _resume_state(last: Path, want: str, info: D.DistInfo) -> dict[str, Any] | N
     return state
 
 
-def _open_run(cfg: Config, state: dict[str, Any] | None, reports: Path, info: D.DistInfo) -> Any:
-    """Rank 0: the MLflow run -- the checkpoint's when resuming, else a new one -- with params and tags."""
-    if not info.is_main:
-        return None
-    from pipeline.tracking import PipelineRun, config_tags, write_run_ref
-
-    tags = config_tags(cfg)
-    run = None
-    if state is not None and state.get("mlflow_run_id"):
-        run = PipelineRun.reopen(cfg, state["mlflow_run_id"])
-        if run is None:
-            _say(info, f"MLflow run {state['mlflow_run_id']} not found in the tracking store; logging to a new run")
-        else:
-            _say(info, f"resuming MLflow run {run.run_id}")
-    if run is None:
-        run = PipelineRun.create(cfg, tags=tags)
-    else:
-        run.set_tags(tags)
-    write_run_ref(reports, run.ref)
-    run.log_params(cfg.flat())
-    run.log_dict(cfg.model_dump(mode="json"), "config/config.yaml")
-    fingerprint = Path(cfg.preprocess.output_dir) / "fingerprint.json"
-    if fingerprint.is_file():
-        run.log_artifact(fingerprint, "preprocess")
-    return run
-
-
 def train(cfg: Config, max_epochs: int | None = None) -> TrainOutcome:
     """Train per `cfg`; stop after epoch `max_epochs` at the latest (the LR schedule still spans
     cfg.train.epochs, so re-running without the cap continues the same run seamlessly)."""
@@ -134,11 +111,11 @@ class _Run:
     trained: torch.nn.Module  # the net, or the net with deep supervision's extra heads
     model: torch.nn.Module  # `trained`, or `trained` inside DistributedDataParallel
     optimizer: torch.optim.Optimizer
-    scheduler: Any
+    scheduler: torch.optim.lr_scheduler.LRScheduler
     loss_fn: Any
     model_args: dict[str, Any]
     resume_key: str  # computed once: config, code and data do not change during a run
-    tracker: Any  # the MLflow PipelineRun (rank 0), else None
+    tracker: TrainingTracker | None  # the MLflow run (rank 0), else None
     start: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     best_metric: float = -math.inf
@@ -147,6 +124,11 @@ class _Run:
     @property
     def class_names(self) -> list[str]:
         return self.manifest.labels
+
+    @property
+    def heads(self) -> torch.nn.Module | None:
+        """Deep supervision's extra heads (saved beside the net), or None without deep supervision."""
+        return self.trained.heads if self.trained is not self.net else None
 
     @property
     def reports(self) -> Path:
@@ -194,15 +176,14 @@ def _build(cfg: Config, info: D.DistInfo) -> _Run:
     run = _Run(cfg, info, manifest, net, trained, model, optimizer, scheduler, loss, margs, key, None)
     if state:
         _say(info, f"resuming from {last} after epoch {state['epoch']}/{cfg.train.epochs}")
-        net.load_state_dict(state["model"])
-        if trained is not net:
-            trained.heads.load_state_dict(state["deep_supervision_heads"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        ckpt.set_rng_state(state["rng"])
-        run.start, run.history = int(state["epoch"]), list(state["history"])
-        run.best_metric, run.best_epoch = float(state["best_metric"]), int(state.get("best_epoch", 0))
-    run.tracker = _open_run(cfg, state, run.reports, info)
+        run.start, run.history, run.best_metric, run.best_epoch = ckpt.restore(
+            state, net, run.heads, optimizer, scheduler
+        )
+    if info.is_main:
+        from pipeline.tracking.training_run import TrainingTracker
+
+        resume_run_id = state.get("mlflow_run_id") if state is not None else None
+        run.tracker = TrainingTracker.open(cfg, run.reports, resume_run_id, partial(_say, info))
     return run
 
 
@@ -241,25 +222,23 @@ def _train_epoch(r: _Run, loader: Any, epoch: int) -> float:
 
 
 def _payload(r: _Run, epoch: int) -> dict[str, Any]:
-    """The checkpoint: everything resuming needs, plus what evaluate and export read."""
-    geo = patch_geometry(r.cfg)
-    return {
-        "model": r.net.state_dict(),
-        **({"deep_supervision_heads": r.trained.heads.state_dict()} if r.trained is not r.net else {}),
-        "optimizer": r.optimizer.state_dict(),
-        "scheduler": r.scheduler.state_dict(),
-        "epoch": epoch,
-        "best_metric": r.best_metric,
-        "best_epoch": r.best_epoch,
-        "history": r.history,
-        "model_args": r.model_args,
-        "config": r.cfg.model_dump(mode="json"),
-        "resume_key": r.resume_key,
-        "class_names": r.class_names,
-        "patch": {"input_size": list(geo.input_size), "output_size": list(geo.output_size)},
-        "rng": ckpt.rng_state(),
-        "mlflow_run_id": r.tracker.run_id,
-    }
+    """The checkpoint of this run after `epoch` (`checkpoint.checkpoint_payload`)."""
+    return ckpt.checkpoint_payload(
+        r.cfg,
+        net=r.net,
+        heads=r.heads,
+        optimizer=r.optimizer,
+        scheduler=r.scheduler,
+        epoch=epoch,
+        best_metric=r.best_metric,
+        best_epoch=r.best_epoch,
+        history=r.history,
+        model_args=r.model_args,
+        key=r.resume_key,
+        class_names=r.class_names,
+        geometry=patch_geometry(r.cfg),
+        mlflow_run_id=r.tracker.run_id if r.tracker is not None else None,
+    )
 
 
 def _record_epoch(r: _Run, row: dict[str, Any], result: ValidationResult | None) -> None:
@@ -273,12 +252,13 @@ def _record_epoch(r: _Run, row: dict[str, Any], result: ValidationResult | None)
     if improved:
         ckpt.save_checkpoint(payload, out_dir / "best.pt")
     write_history(r.history, r.class_names, r.reports / HISTORY_FILE)
-    r.tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
+    overlay = None
+    if result is not None and result.examples:
+        overlay = save_overlays(result, r.reports / OVERLAY_FILE, r.cfg.data.spatial_dims, epoch)
+    if r.tracker is not None:
+        r.tracker.log_epoch(epoch, row, overlay)
     val_txt = ""
     if result is not None:
-        if result.examples:
-            overlay = save_overlays(result, r.reports / OVERLAY_FILE, r.cfg.data.spatial_dims, epoch)
-            r.tracker.log_artifact(overlay, "validation")
         best = f"(best {r.best_metric:.4f} @ {r.best_epoch})"
         val_txt = f"  val dice {result.dice_mean:.4f} iou {result.iou_mean:.4f} {best}"
     loss, lr, secs = row["train_loss"], row["lr"], row["epoch_time"]
@@ -287,14 +267,8 @@ def _record_epoch(r: _Run, row: dict[str, Any], result: ValidationResult | None)
 
 def _finish(r: _Run, status: str, stop: int) -> None:
     """Rank 0: close the MLflow run, tagging how far training got."""
-    if not r.info.is_main or r.tracker is None:
-        return
-    if status == "FINISHED":
-        complete = stop == r.cfg.train.epochs
-        r.tracker.set_tags({"train_epochs_done": str(stop), "train_complete": str(complete).lower()})
-        if complete:
-            r.tracker.log_artifact(r.reports / HISTORY_FILE, "train")
-    r.tracker.finish(status)
+    if r.tracker is not None:  # None on the other ranks
+        r.tracker.finish(status, stop, stop == r.cfg.train.epochs, r.reports / HISTORY_FILE)
 
 
 def _train(cfg: Config, max_epochs: int | None, info: D.DistInfo) -> TrainOutcome:

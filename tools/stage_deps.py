@@ -2,15 +2,15 @@
 
 - Code: the stage runs as `unet-pipeline <stage>`, so it executes `pipeline/__init__.py`,
   `pipeline/cli.py` (its module-level imports; its other sub-commands import inside functions that
-  a stage never calls), `pipeline/stages/common.py` and the transitive closure of the imports of
+  a stage never calls) and the transitive closure of the imports of
   `pipeline/stages/<stage>.py` inside `pipeline/` (function-level imports included; a name taken
   from a package's lazy `_EXPORTS` table counts as an import of the module it names).
 - Params: every maximal attribute chain on a variable named `cfg` in those files, resolved
   against the `Config` schema (`cfg.train.augment.flip_axes` -> `train.augment.flip_axes`;
   `cfg.depth`, a property, -> what the property reads; methods such as `cfg.flat()` end a chain).
 
-Run `python tests/stage_deps.py` to print the deps/params lists `dvc.yaml` should hold, or
-`python tests/stage_deps.py --write` to put them into `dvc.yaml` (comments, data deps and outputs kept).
+Run `python tools/stage_deps.py` to print the deps/params lists `dvc.yaml` should hold, or
+`python tools/stage_deps.py --write` to put them into `dvc.yaml` (comments, data deps and outputs kept).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = "pipeline"
 STAGES = ("preprocess", "train", "evaluate", "export")
-CLI_FILES = ("pipeline/__init__.py", "pipeline/cli.py", "pipeline/stages/common.py")
+CLI_FILES = ("pipeline/__init__.py", "pipeline/cli.py")
 
 
 def module_file(module: str) -> str | None:

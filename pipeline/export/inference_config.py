@@ -1,0 +1,120 @@
+"""The bundle's `configs/inference.json`: a MONAI bundle config equivalent to the standalone predictor.
+
+It loads an image, applies the recorded preprocessing chain, runs `models/model.ts` with MONAI's
+sliding window (a 'same' net without TTA) or the pipeline's overlap-tile inferer, inverts to the
+source grid and writes a NIfTI mask (and, for a DICOM series, a SEG).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pipeline.predict.metadata import PipelineSection
+
+BUNDLE_TS = "models/model.ts"
+
+
+def _inferer(settings: Mapping[str, Any], depth: int, padding: str) -> dict[str, Any]:
+    """MONAI's own sliding window for a 'same' net without TTA; else the pipeline's inferer."""
+    if padding == "same" and not settings.get("tta"):
+        # the window pipeline.inference uses on an image at least as large as the tile (a smaller
+        # image: pipeline.inference shrinks the window, MONAI pads)
+        from pipeline.inference.windows import window_size
+
+        return {
+            "_target_": "SlidingWindowInferer",
+            "roi_size": list(window_size(settings["tile_size"], settings["tile_size"], depth)),
+            "sw_batch_size": int(settings["batch_size"]),
+            "overlap": float(settings["overlap"]),
+            "mode": settings["blend"],
+            "padding_mode": "constant",
+            "cval": 0.0,
+        }
+    # overlap-tile, or TTA: the pipeline's own inference, which returns probabilities
+    return {"_target_": "pipeline.predict.inferer.UNetInferer", "settings": dict(settings)}
+
+
+def _postprocessing(returns_probabilities: bool, keep_largest: bool, num_classes: int) -> list[dict[str, Any]]:
+    """As pipeline.inference.case.predict_case: probabilities back to the source grid (linear
+    interpolation), then argmax, then the optional largest-component clean-up, then the file."""
+    post: list[dict[str, Any]] = []
+    if not returns_probabilities:
+        post.append({"_target_": "Activationsd", "keys": "pred", "softmax": True})
+    post += [
+        {
+            "_target_": "Invertd",
+            "keys": "pred",
+            "transform": "@preprocessing",
+            "orig_keys": "image",
+            "nearest_interp": False,
+            "to_tensor": True,
+        },
+        {"_target_": "AsDiscreted", "keys": "pred", "argmax": True, "dtype": "$torch.uint8"},
+    ]
+    if keep_largest and num_classes > 1:
+        post.append(
+            {
+                "_target_": "KeepLargestConnectedComponentd",
+                "keys": "pred",
+                "applied_labels": list(range(1, num_classes)),
+                "is_onehot": False,
+                "independent": True,
+            }
+        )
+    post.append(
+        {
+            "_target_": "SaveImaged",
+            "keys": "pred",
+            "output_dir": "@output_dir",
+            "output_postfix": "@output_postfix",
+            "output_ext": ".nii.gz",
+            "output_dtype": "$numpy.uint8",
+            "resample": False,
+            "separate_folder": False,
+            "print_log": False,
+        }
+    )
+    return post
+
+
+def inference_config(up: PipelineSection) -> dict[str, Any]:
+    """A MONAI bundle config (inference.json) equivalent to the standalone predictor.
+
+    Run it with `python -m monai.bundle run --config_file configs/inference.json --meta_file
+    configs/metadata.json --bundle_root <bundle> --input_image <image.nii.gz> [--output_dir DIR]`;
+    `--input_image <DICOM series folder> --output_format dicom-seg` also writes a DICOM SEG.
+    """
+    s = up.inference
+    inferer = _inferer(s, up.model_args.depth, up.model_args.padding)
+    post = _postprocessing(inferer["_target_"] != "SlidingWindowInferer", bool(s.get("keep_largest")), len(up.labels))
+    return {
+        # MONAI binds `import a.b` under the name "a.b", which an expression cannot use: import the names
+        "imports": [
+            "$import numpy",
+            "$import torch",
+            "$from pipeline.inference.case import preprocessing_chain",
+            "$from pipeline.predict.bundle_run import infer_all",
+        ],
+        "bundle_root": ".",
+        "input_image": "",
+        "output_dir": "$@bundle_root + '/eval'",
+        "output_postfix": "seg",
+        # "dicom-seg": input_image is a DICOM series folder; a SEG referencing it is written beside the NIfTI
+        "output_format": "nifti",
+        "device": "$torch.device('cuda:0' if torch.cuda.is_available() else 'cpu')",
+        "network_def": "$torch.jit.load(@bundle_root + '/" + BUNDLE_TS + "', map_location='cpu')",
+        "network": "$@network_def.to(@device)",
+        "preprocessing_spec": up.preprocessing,
+        "preprocessing": "$preprocessing_chain(@preprocessing_spec)",
+        "dataset": {"_target_": "Dataset", "data": "$[{'image': @input_image}]", "transform": "@preprocessing"},
+        "inferer": inferer,
+        "postprocessing": {"_target_": "Compose", "transforms": post},
+        # a seeded watershed's instance image beside each mask (null: none), as the predictor writes it
+        "instances": up.instances,
+        "run": [
+            "$infer_all(@dataset, @network, @inferer, @postprocessing, @device, "
+            "seg_to=(@output_dir if @output_format == 'dicom-seg' else None), bundle_root=@bundle_root, "
+            "instances=@instances, instances_to=@output_dir)"
+        ],
+    }
