@@ -39,9 +39,7 @@ class ModelArgs:
         return len(self.features) - 1
 
     @classmethod
-    def from_config(
-        cls, model_cfg: _ModelSection, spatial_dims: int, in_channels: int, out_channels: int
-    ) -> ModelArgs:
+    def from_config(cls, model_cfg: _ModelSection, spatial_dims: int, in_channels: int, out_channels: int) -> ModelArgs:
         """The arguments a config's `model` section gives for this data.
 
         Args:
