@@ -55,7 +55,7 @@ def run(cfg: Config, checkpoint: str | Path | None = None, device: str | None = 
         scores = score_held_out(manifest, net, settings, pred_dir, boundary, instances)
         summary = write_reports(reports, scores, manifest.labels)
         figures = write_figures(reports / "figures", manifest, pred_dir, scores)
-    log_evaluation(cfg, reports, summary, figures, settings)
+    log_evaluation(cfg, reports, summary, figures, settings.to_dict())
     dice, iou = summary.get("dice_mean_foreground", float("nan")), summary.get("iou_mean_foreground", float("nan"))
     n = len(scores.per_case)
     print(f"evaluate: {n} cases, mean foreground Dice {dice:.4f}, IoU {iou:.4f} -> {reports / 'metrics.json'}")

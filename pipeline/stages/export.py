@@ -42,7 +42,7 @@ def run(cfg: Config, checkpoint: str | Path | None = None, log_mlflow: bool = Tr
             tile = InferenceSettings.from_config(cfg, model_args).tile_size
             image = manifest.held_out_image(model_args.spatial_dims, model_args.in_channels)[1]
             example = mlflow_example(image, model_args, tile)
-            logged = log_export(cfg, out, meta.to_dict(), example, model_args.to_dict())
+            logged = log_export(cfg, out, meta.pipeline.verification, example, model_args)
         # where the models went in MLflow; outside the logged bundle (it names the logged version)
         write_text_atomic(out / "mlflow.json", json.dumps(logged, indent=2) + "\n")
     report = meta.pipeline.verification

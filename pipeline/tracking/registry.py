@@ -21,6 +21,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from pipeline.config import Config
+    from pipeline.model.args import ModelArgs
 
 ONNX_MODEL_NAME = "onnx_model"
 TS_MODEL_NAME = "torchscript_model"
@@ -80,7 +81,7 @@ def log_exported_models(
     ts_path: str | Path,
     bundle_dir: str | Path,
     example: np.ndarray,
-    model_args: dict[str, Any],
+    model_args: ModelArgs,
     registered_model_name: str,
     input_name: str = "image",
     output_name: str = "logits",
@@ -97,7 +98,7 @@ def log_exported_models(
 
     from pipeline.model.jit import load_torchscript, quiet_jit
 
-    dims = (int(model_args["in_channels"]), int(model_args["out_channels"]), int(model_args["spatial_dims"]))
+    dims = (model_args.in_channels, model_args.out_channels, model_args.spatial_dims)
     sig = signature(*dims, input_name, output_name)
     example = np.ascontiguousarray(example, dtype=np.float32)
     onnx_info = mlflow.onnx.log_model(
@@ -137,10 +138,21 @@ def log_exported_models(
 
 
 def log_export(
-    cfg: Config, out: Path, meta: dict[str, Any], example: Any, model_args: dict[str, Any]
+    cfg: Config, out: Path, verification: dict[str, Any], example: np.ndarray, model_args: ModelArgs
 ) -> dict[str, Any]:
     """Both models and the bundle (the ONNX model registered as a new version), the parity report
-    and its worst difference per runtime; returns where the models went."""
+    and its worst difference per runtime.
+
+    Args:
+        cfg: the pipeline config (tracking URI, registered model name).
+        out: the exported folder (model.onnx, model.ts, the bundle).
+        verification: the parity report the export recorded in metadata.json.
+        example: one legal input (1, C, *spatial), MLflow's input example.
+        model_args: the network's arguments (the signature's channels and dimensionality).
+
+    Returns:
+        Where the models went: URIs, registered name and version, run id.
+    """
     import mlflow
 
     from pipeline.tracking.runs import active_pipeline_run
@@ -155,7 +167,7 @@ def log_export(
             registered_model_name=cfg.tracking.registered_model_name,
             extra_requirements=("monai",),
         )
-        report = meta["unet_pipeline"]["verification"]
+        report = verification
         mlflow.log_dict(report, "export/verification.json")
         worst: dict[str, float] = {}
         for check in report["checks"]:

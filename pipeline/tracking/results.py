@@ -18,15 +18,17 @@ def member_runs(cfg: Config) -> str:
     return ",".join(ref.run_id if ref else "?" for ref in refs)
 
 
-def log_evaluation(cfg: Config, reports: Path, summary: dict[str, float], figures: list[Path], settings: Any) -> None:
-    """Held-out metrics (prefixed `eval_`), the reports, the figures and the inference settings."""
+def log_evaluation(
+    cfg: Config, reports: Path, summary: dict[str, float], figures: list[Path], settings: dict[str, Any]
+) -> None:
+    """Held-out metrics (prefixed `eval_`), the reports, the figures and the inference settings (as a dict)."""
     import mlflow
 
     with active_pipeline_run(cfg):
         if len(cfg.train.members) > 1:  # the ensemble's members, each with its own training run
             mlflow.set_tags({"ensemble_members": str(len(cfg.train.members)), "ensemble_member_runs": member_runs(cfg)})
         mlflow.log_metrics({f"eval_{k}": v for k, v in summary.items() if math.isfinite(v)})
-        mlflow.log_dict(settings.to_dict(), "evaluation/inference_settings.json")
+        mlflow.log_dict(settings, "evaluation/inference_settings.json")
         for name in ("metrics.csv", "metrics.json", "per_case_dice.csv"):
             mlflow.log_artifact(str(reports / name), "evaluation")
         for path in figures:
