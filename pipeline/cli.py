@@ -183,9 +183,17 @@ def predict(args: argparse.Namespace) -> int:
         "strict": bool(getattr(args, "strict", False)),
     }
     if is_batch(args.image, args.output):
-        from pipeline.predict.batch import predict_folder, summary_table
+        from pipeline.predict.batch import parse_shard, predict_folder, summary_table
 
-        outcomes = predict_folder(args.model, args.image, args.output, fmt=getattr(args, "format", "nifti"), **kw)
+        outcomes = predict_folder(
+            args.model,
+            args.image,
+            args.output,
+            fmt=getattr(args, "format", "nifti"),
+            workers=getattr(args, "workers", 1),
+            shard=parse_shard(getattr(args, "shard", None)),
+            **kw,
+        )
         print(summary_table(outcomes))
         return sum(o.status == "failed" for o in outcomes)
     predictor = Predictor(args.model, **kw)
@@ -219,6 +227,15 @@ def _add_predict_command(sub: Any) -> None:
         choices=["nifti", "dicom-seg"],
         default="nifti",
         help="batch output for DICOM series (image files always give NIfTI)",
+    )
+    pred.add_argument(
+        "--workers", type=int, default=1, help="batch: processes, each loading the model once (default: 1)"
+    )
+    pred.add_argument(
+        "--shard",
+        metavar="I/N",
+        default=None,
+        help="batch: take every N-th case from the I-th (0-based), e.g. a Slurm array task's share",
     )
     pred.add_argument("--tta", action="store_true", help="flip test-time augmentation")
     pred.add_argument(

@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from pipeline.errors import PipelineError
+from pipeline.errors import ConfigError
 
 
 def _switch(value: Any) -> Any:
@@ -33,10 +33,6 @@ def _switch(value: Any) -> Any:
 
 # on, off, or `auto`: decided per machine where the option is used
 Switch = Annotated[bool | Literal["auto"], BeforeValidator(_switch)]
-
-
-class ConfigError(PipelineError, ValueError):
-    """A configuration file that cannot be used; the message names the file, key and value."""
 
 
 class _Strict(BaseModel):
@@ -273,6 +269,12 @@ class TrackingConfig(_Strict):
     # None = $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working directory
     tracking_uri: str | None = None
     registered_model_name: str = "unet-pipeline"
+    # the scan-in, mask-out pyfunc for `mlflow models serve`; None = "<registered_model_name>-scan"
+    served_model_name: str | None = None
+
+    @property
+    def served_name(self) -> str:
+        return self.served_model_name or f"{self.registered_model_name}-scan"
 
 
 class ExportConfig(_Strict):

@@ -18,3 +18,7 @@ class InputError(PipelineError, ValueError):
 
 class MissingInputError(PipelineError, FileNotFoundError):
     """A file that the user or an earlier stage should have written is not there."""
+
+
+class ConfigError(PipelineError, ValueError):
+    """A configuration file that cannot be used; the message names the file, key and value."""

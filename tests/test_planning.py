@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers_train import make_config, prepare_data
+from helpers.training import make_config, prepare_data
 
 from pipeline.model.shapes import legal_input_size
 from pipeline.planning import STEP_VOXELS, plan

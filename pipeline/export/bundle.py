@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import InputError
+from pipeline.export.bundle_scripts import write_bundle_scripts
 from pipeline.export.bundle_verify import INFERENCE, METADATA, verify_bundle
 from pipeline.export.inference_config import BUNDLE_TS, inference_config
 from pipeline.export.metadata import build_metadata
-from pipeline.export.verify import verification_sizes, verify_exports
+from pipeline.export.verify import ExportVerificationError, verification_sizes, verify_exports
 from pipeline.model import legal_input_size
 from pipeline.model.args import ModelArgs
 from pipeline.predict.metadata import BundleMetadata, write_metadata
@@ -186,8 +187,34 @@ def build_bundle(
         extra=_optional_fields(cfg, manifest, net, ckpt, report, checkpoints),
         eval_metrics=_eval_metrics(cfg),
     )
-    write_metadata(out / METADATA, meta)
-    write_json(out / INFERENCE, inference_config(meta.pipeline))
+    write_bundle_scripts(out)
+    meta = _write_configs(out, meta)
     _write_readme(out, cfg, meta)
     verify_bundle(out)
+    return meta
+
+
+def _write_configs(out: Path, meta: BundleMetadata) -> BundleMetadata:
+    """configs/metadata.json and configs/inference.json, and the same two inside model.ts (as MONAI's
+    `save_net_with_metadata` embeds them, for MONAI Deploy's `-m model.ts`), checked by reading them
+    back the way MONAI does. Returns the metadata with the re-saved TorchScript files' hashes."""
+    from dataclasses import replace
+
+    from pipeline.export.torchscript import embed_configs, read_embedded_configs
+    from pipeline.io.digests import sha256_file
+
+    config = inference_config(meta.pipeline)
+    embedded = json.loads(json.dumps(meta.to_dict()))  # as JSON gives it back (lists, not tuples)
+    embedded["unet_pipeline"].pop("models")  # a file cannot carry its own hash
+    embed_configs(out / "model.ts", embedded, config)
+    shutil.copy2(out / "model.ts", out / BUNDLE_TS)
+    models = dict(meta.pipeline.models)
+    for rel in ("model.ts", BUNDLE_TS):
+        models[rel] = {"sha256": sha256_file(out / rel), "bytes": (out / rel).stat().st_size}
+    meta = replace(meta, pipeline=replace(meta.pipeline, models=models))
+    back = read_embedded_configs(out / "model.ts")
+    if back != {"metadata.json": embedded, "inference.json": json.loads(json.dumps(config))}:
+        raise ExportVerificationError(f"{out / 'model.ts'}: the configs embedded in it do not read back as written")
+    write_metadata(out / METADATA, meta)
+    write_json(out / INFERENCE, config)
     return meta

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from pipeline.export.bundle_scripts import PACKAGE
 from pipeline.predict.metadata import PipelineSection
 
 BUNDLE_TS = "models/model.ts"
@@ -32,7 +33,7 @@ def _inferer(settings: Mapping[str, Any], depth: int, padding: str) -> dict[str,
             "cval": 0.0,
         }
     # overlap-tile, or TTA: the pipeline's own inference, which returns probabilities
-    return {"_target_": "pipeline.predict.inferer.UNetInferer", "settings": dict(settings)}
+    return {"_target_": f"{PACKAGE}.predict.inferer.UNetInferer", "settings": dict(settings)}
 
 
 def _postprocessing(returns_probabilities: bool, keep_largest: bool, num_classes: int) -> list[dict[str, Any]]:
@@ -89,12 +90,13 @@ def inference_config(up: PipelineSection) -> dict[str, Any]:
     inferer = _inferer(s, up.model_args.depth, up.model_args.padding)
     post = _postprocessing(inferer["_target_"] != "SlidingWindowInferer", bool(s.get("keep_largest")), len(up.labels))
     return {
-        # MONAI binds `import a.b` under the name "a.b", which an expression cannot use: import the names
+        # MONAI binds `import a.b` under the name "a.b", which an expression cannot use: import the names.
+        # scripts/ is the bundle's own copy of the pipeline code these need (export.bundle_scripts).
         "imports": [
             "$import numpy",
             "$import torch",
-            "$from pipeline.inference.case import preprocessing_chain",
-            "$from pipeline.predict.bundle_run import infer_all",
+            f"$from {PACKAGE}.inference.case import preprocessing_chain",
+            f"$from {PACKAGE}.predict.bundle_run import infer_all",
         ],
         "bundle_root": ".",
         "input_image": "",

@@ -54,7 +54,7 @@ def boundary_index(cfg: Config, labels: list[str]) -> int:
     """The class index of `evaluate.boundary_class` (the label that separates instances)."""
     name = cfg.evaluate.boundary_class
     if name not in labels:
-        from pipeline.config import ConfigError
+        from pipeline.errors import ConfigError
 
         raise ConfigError(f"evaluate.boundary_class={name!r} is not a label of the dataset {labels}")
     return labels.index(name)

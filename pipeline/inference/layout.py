@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from pipeline.config import Switch
 from pipeline.inference.tiles import Net, net_device_dtype
 from pipeline.model.layout import is_channels_last, memory_format
+
+if TYPE_CHECKING:  # the exported bundle's copy of this module runs without pydantic
+    from pipeline.config import Switch
 
 
 class ChannelsLastInput(nn.Module):

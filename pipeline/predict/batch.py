@@ -84,39 +84,129 @@ def _skip_reason(case: Case, predictor: Predictor) -> str | None:
     return None
 
 
-def predict_folder(
-    model: str | Path, root: str | Path, out_dir: str | Path, *, fmt: str = "nifti", progress: bool = True, **kw: Any
+def parse_shard(text: str | None) -> tuple[int, int]:
+    """`--shard I/N` -> (I, N): this process takes every N-th case starting at I (0-based), as
+    nnU-Net's `-part_id`/`-num_parts` do, so N machines together cover every case exactly once.
+
+    Raises:
+        PredictError: not `I/N` with 0 <= I < N.
+    """
+    if text is None:
+        return 0, 1
+    index, sep, count = text.partition("/")
+    if not (sep and index.strip().isdigit() and count.strip().isdigit()) or not 0 <= int(index) < int(count):
+        raise PredictError(f"--shard {text!r}: expected I/N with 0 <= I < N, e.g. 0/4")
+    return int(index), int(count)
+
+
+def shard_cases(cases: list[Case], index: int, count: int) -> list[Case]:
+    """Every `count`-th case of the (sorted) case list, starting at `index`."""
+    return cases[index::count]
+
+
+def _predict_case(predictor: Predictor, case: Case, out_dir: Path, fmt: str) -> Outcome:
+    """One case through the predictor; any failure becomes an Outcome naming the case."""
+    t0 = time.perf_counter()
+    predictor.last_findings = []
+    try:
+        reason = _skip_reason(case, predictor)
+        if reason is not None:
+            return Outcome(case.name, "skipped", detail=reason)
+        suffix = FORMATS[fmt] if case.series is not None else ".nii.gz"
+        out = predictor.predict(
+            case.path, out_dir / f"{case.name}{suffix}", series_uid=case.series.uid if case.series else None
+        )
+        note = f"{out} (warning: {'; '.join(predictor.last_findings)})" if predictor.last_findings else str(out)
+        return Outcome(case.name, "ok", note, seconds=time.perf_counter() - t0)
+    except PipelineError as exc:
+        return Outcome(case.name, "failed", detail=str(exc), seconds=time.perf_counter() - t0)
+    except Exception as exc:  # one unreadable case must not end the batch; report it by name
+        detail = f"{case.path}: {type(exc).__name__}: {exc}"
+        return Outcome(case.name, "failed", detail=detail, seconds=time.perf_counter() - t0)
+
+
+_WORKER: dict[str, Any] = {}  # a worker process's predictor, loaded once by `_init_worker`
+
+
+def _init_worker(model: str, kw: dict[str, Any], threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    _WORKER["predictor"] = Predictor(model, **kw)
+
+
+def _worker_case(case: Case, out_dir: Path, fmt: str) -> Outcome:
+    return _predict_case(_WORKER["predictor"], case, out_dir, fmt)
+
+
+def _run_in_workers(
+    model: str | Path, cases: list[Case], out_dir: Path, fmt: str, workers: int, progress: bool, kw: dict[str, Any]
 ) -> list[Outcome]:
-    """Predict every case under `root` into `out_dir`; one Outcome per case or stray file."""
+    """The cases over `workers` processes, each loading the model once; outcomes in case order."""
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    from tqdm import tqdm
+
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    ctx = multiprocessing.get_context("spawn")  # no forked torch / ONNX Runtime thread pools
+    with ProcessPoolExecutor(
+        workers, mp_context=ctx, initializer=_init_worker, initargs=(str(model), kw, threads)
+    ) as ex:
+        futures = [ex.submit(_worker_case, case, out_dir, fmt) for case in cases]
+        return [f.result() for f in tqdm(futures, desc="predict", unit="case", disable=not progress)]
+
+
+def predict_folder(
+    model: str | Path,
+    root: str | Path,
+    out_dir: str | Path,
+    *,
+    fmt: str = "nifti",
+    progress: bool = True,
+    workers: int = 1,
+    shard: tuple[int, int] = (0, 1),
+    **kw: Any,
+) -> list[Outcome]:
+    """Predict every case under `root` (or this shard's share of them) into `out_dir`.
+
+    Args:
+        model: an exported folder or model file.
+        root: the folder of images and DICOM series.
+        out_dir: where the masks go, one per case.
+        fmt: `nifti` or `dicom-seg` (for DICOM series).
+        progress: show a progress bar.
+        workers: processes, each loading the model once (1: this process).
+        shard: (I, N): only every N-th case from the I-th (`parse_shard`); stray files are reported by shard 0.
+        kw: `Predictor` options (tta, device, strict).
+
+    Returns:
+        One Outcome per case of this shard, plus the stray files.
+
+    Raises:
+        PredictError: an unknown format, a bad shard or worker count, or nothing to predict under `root`.
+    """
     from tqdm import tqdm
 
     if fmt not in FORMATS:
         raise PredictError(f"--format {fmt!r}: use one of {', '.join(FORMATS)}")
+    if workers < 1:
+        raise PredictError(f"--workers {workers}: must be at least 1")
     root, out_dir = Path(root), Path(out_dir)
-    predictor = Predictor(model, **kw)
+    predictor = Predictor(model, **kw)  # loaded here first: a bad model fails before any worker starts
     cases, outcomes = collect_cases(root)
     if not cases:
         raise PredictError(f"{root}: no images or DICOM series found under this folder")
+    cases, outcomes = shard_cases(cases, *shard), outcomes if shard[0] == 0 else []
     out_dir.mkdir(parents=True, exist_ok=True)
-    for case in tqdm(cases, desc="predict", unit="case", disable=not progress):
-        t0 = time.perf_counter()
-        predictor.last_findings = []
-        try:
-            reason = _skip_reason(case, predictor)
-            if reason is not None:
-                outcomes.append(Outcome(case.name, "skipped", detail=reason))
-                continue
-            suffix = FORMATS[fmt] if case.series is not None else ".nii.gz"
-            out = predictor.predict(
-                case.path, out_dir / f"{case.name}{suffix}", series_uid=case.series.uid if case.series else None
-            )
-            note = f"{out} (warning: {'; '.join(predictor.last_findings)})" if predictor.last_findings else str(out)
-            outcomes.append(Outcome(case.name, "ok", note, seconds=time.perf_counter() - t0))
-        except PipelineError as exc:
-            outcomes.append(Outcome(case.name, "failed", detail=str(exc), seconds=time.perf_counter() - t0))
-        except Exception as exc:  # one unreadable case must not end the batch; report it by name
-            detail = f"{case.path}: {type(exc).__name__}: {exc}"
-            outcomes.append(Outcome(case.name, "failed", detail=detail, seconds=time.perf_counter() - t0))
+    if workers == 1:
+        outcomes += [
+            _predict_case(predictor, case, out_dir, fmt)
+            for case in tqdm(cases, desc="predict", unit="case", disable=not progress)
+        ]
+    else:
+        outcomes += _run_in_workers(model, cases, out_dir, fmt, workers, progress, kw)
     return outcomes
 
 
