@@ -269,6 +269,9 @@ class TrackingConfig(_Strict):
     # None = $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working directory
     tracking_uri: str | None = None
     registered_model_name: str = "unet-pipeline"
+    # a tracking server that does not answer at start: `local` trains and logs to a local store
+    # (`unet-pipeline tracking sync` uploads it later); `fail` stops with exit 2 (README, "Tracking outages")
+    on_unavailable: Literal["fail", "local"] = "local"
     # the scan-in, mask-out pyfunc for `mlflow models serve`; None = "<registered_model_name>-scan"
     served_model_name: str | None = None
 

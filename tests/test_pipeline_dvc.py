@@ -142,7 +142,10 @@ def _opened(log: Path, repo: Path) -> dict[str, set[str]]:
             for x in p.relative_to(repo).parts
         ]
         rel = "/".join(parts)
-        if (repo / rel).exists():  # not a failed probe (an import hook's path entry, a missing name)
+        # a file: not a failed probe (an import hook's path entry, a missing name), nor a folder, which
+        # shutil.rmtree opens by its bare name relative to a dir_fd the hook does not see (MLflow's
+        # temporary model folders hold a configs/, which would read as the repo's configs/)
+        if (repo / rel).is_file():
             out.setdefault(command, set()).add(rel)
     return out
 

@@ -2,8 +2,9 @@
 
 Needs only the exported folder. `Predictor` loads a model once (metadata checked against the file's
 SHA-256) and segments images through `pipeline.inference.case.predict_case`, or through the
-torch-free `onnx_light` path where that gives the same mask. `pipeline.export` (which writes the
-models) sits one layer above and verifies its files with `runtime`.
+torch-free `onnx_light` path where that gives the same mask; `served.ServedModel` puts it behind
+MLflow's pyfunc interface (`mlflow models serve`). `pipeline.export` (which writes the models) sits
+one layer above and verifies its files with `runtime`.
 """
 
 from pipeline._lazy import lazy_getattr
@@ -12,6 +13,7 @@ _EXPORTS = {
     "OnnxNet": "pipeline.predict.runtime",
     "PredictError": "pipeline.predict.predictor",
     "Predictor": "pipeline.predict.predictor",
+    "ServedModel": "pipeline.predict.served",
     "TorchScriptNet": "pipeline.predict.runtime",
     "UNetInferer": "pipeline.predict.inferer",
     "load_net": "pipeline.predict.runtime",

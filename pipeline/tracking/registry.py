@@ -4,8 +4,10 @@ ONNX goes in as an `mlflow.onnx` model (signature with free batch and spatial ax
 example) registered under `cfg.tracking.registered_model_name`, one new version per export. The
 TorchScript module goes in as an `mlflow.pytorch` model in the 'pickle' format, which for a
 ScriptModule is `torch.jit.save` (the 'pt2' default would pin the example's spatial size,
-TOOLCHAIN.md); the whole bundle is logged as artifacts. Requirements are passed explicitly
-(inferring them costs seconds per call and may guess wrong).
+TOOLCHAIN.md); the whole bundle is logged as artifacts. Beside them, a scan-in, mask-out pyfunc
+(the predict layer's `PythonModel`, handed in by the caller) is registered under its own name for
+`mlflow models serve --env-manager local`. Requirements are passed explicitly (inferring them costs
+seconds per call and may guess wrong).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
 
 ONNX_MODEL_NAME = "onnx_model"
 TS_MODEL_NAME = "torchscript_model"
+SERVED_MODEL_NAME = "scan_model"
 BUNDLE_ARTIFACT_PATH = "bundle"
 
 
@@ -73,6 +76,58 @@ def _quiet(*loggers: str) -> Iterator[None]:
     finally:
         for log, level in saved:
             log.setLevel(level)
+
+
+def served_signature(input_column: str, output_column: str) -> Any:
+    """One string column in (a base64 image file or a server path), one out (a base64 mask)."""
+    from mlflow.models.signature import ModelSignature
+    from mlflow.types.schema import ColSpec, Schema
+
+    return ModelSignature(
+        inputs=Schema([ColSpec("string", input_column)]), outputs=Schema([ColSpec("string", output_column)])
+    )
+
+
+def log_served_model(
+    python_model: Any, export_dir: str | Path, registered_model_name: str, extra_requirements: Sequence[str] = ()
+) -> Any:
+    """Log and register `python_model` with the exported files it reads as one artifact folder.
+
+    Args:
+        python_model: an `mlflow.pyfunc.PythonModel` naming what it needs: `artifact` (the folder's
+            key), `files` (paths relative to the export), `input_column`, `output_column` and
+            `default_config` (its `model_config`), as `pipeline.predict.served.ServedModel` does.
+        export_dir: the exported folder.
+        registered_model_name: the registered model to add a version to.
+        extra_requirements: packages beyond the predictor's ONNX path.
+
+    Returns:
+        MLflow's `ModelInfo` (`model_uri`, `registered_model_version`).
+    """
+    import shutil
+    import tempfile
+
+    import mlflow.pyfunc
+
+    with tempfile.TemporaryDirectory() as tmp:
+        staged = Path(tmp) / python_model.artifact
+        for rel in python_model.files:
+            (staged / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(Path(export_dir) / rel, staged / rel)
+        requirements = ("mlflow", "pandas", "numpy", "onnxruntime", "SimpleITK", "nibabel", *extra_requirements)
+        # the pickle is an importable class by reference and a small dict (cloudpickle's caution is moot),
+        # and an input example would be a whole scan predicted at log time
+        with _quiet("mlflow.pyfunc"), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*input example was not provided", category=UserWarning)
+            return mlflow.pyfunc.log_model(
+                name=SERVED_MODEL_NAME,
+                python_model=python_model,
+                artifacts={python_model.artifact: str(staged)},
+                signature=served_signature(python_model.input_column, python_model.output_column),
+                model_config=dict(python_model.default_config),
+                pip_requirements=pip_requirements(*requirements),
+                registered_model_name=registered_model_name,
+            )
 
 
 def log_exported_models(
@@ -138,20 +193,26 @@ def log_exported_models(
 
 
 def log_export(
-    cfg: Config, out: Path, verification: dict[str, Any], example: np.ndarray, model_args: ModelArgs
+    cfg: Config,
+    out: Path,
+    verification: dict[str, Any],
+    example: np.ndarray,
+    model_args: ModelArgs,
+    served_model: Any = None,
 ) -> dict[str, Any]:
-    """Both models and the bundle (the ONNX model registered as a new version), the parity report
-    and its worst difference per runtime.
+    """Both models and the bundle (the ONNX model registered as a new version), the served pyfunc
+    (registered under its own name), the parity report and its worst difference per runtime.
 
     Args:
-        cfg: the pipeline config (tracking URI, registered model name).
+        cfg: the pipeline config (tracking URI, registered model names).
         out: the exported folder (model.onnx, model.ts, the bundle).
         verification: the parity report the export recorded in metadata.json.
         example: one legal input (1, C, *spatial), MLflow's input example.
         model_args: the network's arguments (the signature's channels and dimensionality).
+        served_model: the scan-in, mask-out `PythonModel` (see `log_served_model`); None logs none.
 
     Returns:
-        Where the models went: URIs, registered name and version, run id.
+        Where the models went: URIs, registered names and versions, run id.
     """
     import mlflow
 
@@ -167,6 +228,13 @@ def log_export(
             registered_model_name=cfg.tracking.registered_model_name,
             extra_requirements=("monai",),
         )
+        if served_model is not None:
+            served = log_served_model(served_model, out, cfg.tracking.served_name)
+            logged.update(
+                served_model_uri=served.model_uri,
+                served_model_name=cfg.tracking.served_name,
+                served_model_version=getattr(served, "registered_model_version", None),
+            )
         report = verification
         mlflow.log_dict(report, "export/verification.json")
         worst: dict[str, float] = {}
