@@ -16,35 +16,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipeline.commands import add_config_args, add_tool_commands, load_stage_config
 from pipeline.errors import InputError, PipelineError
 
 if TYPE_CHECKING:
-    from pipeline.config import Config
+    pass
 
 # errors that carry a message meant for the user (file + problem); anything else is a bug: traceback
 USER_ERRORS: tuple[type[BaseException], ...] = (PipelineError,)
-
-
-def add_config_args(parser: argparse.ArgumentParser) -> None:
-    """`--config/-c`, `--set/-S` and `--debug` (also after the sub-command)."""
-    # SUPPRESS keeps `unet-pipeline --debug <stage>` from being reset by this parser's default
-    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")
-    parser.add_argument("--config", "-c", default="params.yaml", help="config file (default: params.yaml)")
-    parser.add_argument(
-        "--set",
-        "-S",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. -S train.epochs=2",
-    )
-
-
-def load_stage_config(args: argparse.Namespace) -> Config:
-    """The config a command names, with its `-S` overrides applied and validated."""
-    from pipeline.config import load_config, parse_overrides
-
-    return load_config(args.config, parse_overrides(args.set))
 
 
 # ------------------------------------------------------------------------------------ stages
@@ -94,7 +73,12 @@ def _cmd_stage(args: argparse.Namespace) -> None:
     import importlib
 
     options = STAGES[args.command][2](args)
-    importlib.import_module(f"pipeline.stages.{args.command}").run(load_stage_config(args), **options)
+    cfg = load_stage_config(args)
+    if args.command in ("train", "evaluate", "export") and os.environ.get("RANK", "0") == "0":
+        from pipeline.tracking.availability import tracking_uri_for
+
+        tracking_uri_for(cfg)  # a tracking server that is down is said (or refused) now, not minutes later
+    importlib.import_module(f"pipeline.stages.{args.command}").run(cfg, **options)
 
 
 # ------------------------------------------------------------------------------------ data
@@ -247,57 +231,6 @@ def _add_predict_command(sub: Any) -> None:
     pred.set_defaults(func=_cmd_predict)
 
 
-# ------------------------------------------------------------------------------------ config tools
-
-
-def _cmd_config(args: argparse.Namespace) -> None:
-    from pipeline.config import complete_yaml
-
-    print(complete_yaml(load_stage_config(args)), end="")
-
-
-def _cmd_plan(args: argparse.Namespace) -> None:
-    from pipeline.config import complete_yaml
-    from pipeline.planning import planned_config, read_fingerprint
-
-    cfg = load_stage_config(args)
-    planned, plan = planned_config(cfg, read_fingerprint(cfg), args.step_voxels)
-    print(f"# planned by `unet-pipeline plan` from {cfg.preprocess.output_dir}/fingerprint.json:")
-    print("\n".join(f"# - {why}" for why in plan.reasons))
-    print(complete_yaml(planned), end="")
-
-
-def _cmd_model_summary(args: argparse.Namespace) -> None:
-    from pipeline.model.summary import summary
-
-    print(summary(load_stage_config(args)))
-
-
-def _add_config_commands(sub: Any) -> None:
-    config_parser = sub.add_parser(
-        "config", help="print the complete config (every key, defaults written out), e.g. > params.yaml for dvc repro"
-    )
-    add_config_args(config_parser)
-    config_parser.set_defaults(func=_cmd_config)
-    plan_parser = sub.add_parser(
-        "plan",
-        help="print the config with patch, batch, depth and features planned from preprocessed/fingerprint.json "
-        "(e.g. > params.yaml)",
-    )
-    add_config_args(plan_parser)
-    plan_parser.add_argument(
-        "--step-voxels",
-        type=int,
-        default=330_000,
-        help="network input voxels per training step (batch x patch) the plan may use (default: 330000, "
-        "the U-Net paper's 572x572 tile)",
-    )
-    plan_parser.set_defaults(func=_cmd_plan)
-    summary_parser = sub.add_parser("model-summary", help="print the network's sizes, margin and parameter count")
-    add_config_args(summary_parser)
-    summary_parser.set_defaults(func=_cmd_model_summary)
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line: data, the four DVC stages, predict and the config tools."""
     parser = argparse.ArgumentParser(
@@ -313,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_config_args(p)
         add_options(p)
         p.set_defaults(func=_cmd_stage)
-    _add_config_commands(sub)
+    add_tool_commands(sub)
     _add_predict_command(sub)
     return parser
 

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import InputError, MissingInputError
-from pipeline.tracking.uri import resolve_tracking_uri
+from pipeline.tracking.availability import tracking_uri_for
+from pipeline.tracking.outbox import Outbox, keep_locally
 
 if TYPE_CHECKING:
     from pipeline.config import Config
@@ -71,6 +72,7 @@ class PipelineRun:
         self.experiment_id = experiment_id
         self.experiment = experiment
         self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.outbox = Outbox(tracking_uri, f"run {run_id}")  # calls kept while a server is away
 
     @property
     def ref(self) -> RunRef:
@@ -81,7 +83,7 @@ class PipelineRun:
         """A new run in cfg.tracking.experiment (created if missing)."""
         from mlflow.tracking import MlflowClient
 
-        uri = resolve_tracking_uri(cfg.tracking.tracking_uri)
+        uri = tracking_uri_for(cfg)
         client = MlflowClient(tracking_uri=uri)
         name = cfg.tracking.experiment
         exp = client.get_experiment_by_name(name)
@@ -95,7 +97,7 @@ class PipelineRun:
         from mlflow.exceptions import MlflowException
         from mlflow.tracking import MlflowClient
 
-        uri = resolve_tracking_uri(cfg.tracking.tracking_uri)
+        uri = tracking_uri_for(cfg)
         client = MlflowClient(tracking_uri=uri)
         try:
             run = client.get_run(run_id)
@@ -130,7 +132,8 @@ class PipelineRun:
         from mlflow.entities import RunTag
 
         if tags:
-            self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+            batch = [RunTag(k, str(v)) for k, v in tags.items()]
+            self.outbox.call("tags", self.client.log_batch, self.run_id, [], [], batch)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         import math
@@ -141,17 +144,20 @@ class PipelineRun:
         now = int(time.time() * 1000)
         batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None and math.isfinite(v)]
         if batch:
-            self.client.log_batch(self.run_id, metrics=batch)
+            self.outbox.call(f"step {step}", self.client.log_batch, self.run_id, batch)
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
-        self.client.log_artifact(self.run_id, str(path), artifact_path)
+        self.outbox.call(f"artifact {Path(path).name}", self.client.log_artifact, self.run_id, str(path), artifact_path)
 
     def log_dict(self, obj: Any, artifact_file: str) -> None:
-        self.client.log_dict(self.run_id, obj, artifact_file)
+        self.outbox.call(f"artifact {artifact_file}", self.client.log_dict, self.run_id, obj, artifact_file)
 
     def finish(self, status: str = "FINISHED") -> None:
-        """FINISHED, FAILED or KILLED."""
-        self.client.set_terminated(self.run_id, status=status)
+        """FINISHED, FAILED or KILLED; calls still kept for an absent server go to the local store."""
+        self.outbox.call("the end of the run", self.client.set_terminated, self.run_id, status)
+        left = self.outbox.flush()
+        if left:
+            keep_locally(self.tracking_uri, self.run_id, self.experiment, left)
 
 
 @contextmanager
@@ -167,7 +173,7 @@ def active_pipeline_run(cfg: Config, run_dir: Path | None = None, create_missing
 
     run_dir = Path(run_dir) if run_dir is not None else cfg.train.member_dir(0)
     ref = read_run_ref(run_dir)
-    uri = resolve_tracking_uri(cfg.tracking.tracking_uri)
+    uri = tracking_uri_for(cfg)
     run = PipelineRun.reopen(cfg, ref.run_id) if ref is not None else None
     if run is None:
         where = run_dir / RUN_FILE

@@ -1,0 +1,58 @@
+"""A real `mlflow server` process on a free local port, for the tracking-outage tests."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class MlflowServer:
+    """`mlflow server` with a sqlite backend and proxied artifacts under `root`; `start`/`stop` may be
+    called again, on the same port and store, to take it away and bring it back."""
+
+    def __init__(self, root: Path, port: int | None = None) -> None:
+        self.root = Path(root)
+        self.port = port or free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60.0) -> MlflowServer:
+        self.root.mkdir(parents=True, exist_ok=True)
+        mlflow = str(Path(sys.executable).parent / "mlflow")
+        cmd = [mlflow, "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]
+        cmd += ["--backend-store-uri", f"sqlite:///{self.root / 'server.db'}"]
+        cmd += ["--artifacts-destination", str(self.root / "artifacts")]
+        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+        log = open(self.root / "server.log", "ab")  # noqa: SIM115 - the server's lifetime, closed by stop()
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=env, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mlflow server exited: {(self.root / 'server.log').read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(self.uri + "/health", timeout=2):
+                    return self
+            except OSError:
+                time.sleep(0.5)
+        self.stop()
+        raise RuntimeError(f"mlflow server did not answer within {timeout} s")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, 9)  # uvicorn's workers too
+            self.proc.wait(timeout=30)
+        self.proc = None
