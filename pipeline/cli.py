@@ -251,8 +251,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# warnings known to be harmless here, said once per process by libraries at every call (MONAI's
+# DICOM reader once per evaluated case): message regexes
+HARMLESS_WARNINGS = (
+    r".*nvImageCodec.*",  # no GPU JPEG decoder: MONAI falls back to pydicom's decoders, as intended
+    r".*The ``noload`` loader strategy is deprecated.*",  # MLflow's SQLAlchemy store, not ours
+)
+
+
+def quiet_harmless_warnings() -> None:
+    """Filter the known-harmless warnings once, for the whole command."""
+    import warnings
+
+    for message in HARMLESS_WARNINGS:
+        warnings.filterwarnings("ignore", message=message)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; a `PipelineError` is one `error: ...` line and exit status 2."""
+    quiet_harmless_warnings()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

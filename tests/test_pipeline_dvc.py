@@ -73,7 +73,10 @@ def repro(fresh_repo: Path, env: dict[str, str]) -> Path:
     audited = dict(env, UNET_FILE_AUDIT_LOG=str(log))
     audited["PYTHONPATH"] = os.pathsep.join(filter(None, [str(AUDIT_DIR), env.get("PYTHONPATH")]))
     # the README's main command, using this venv instead of creating one (VENV override, install step skipped)
-    _run(["make", "repro", f"VENV={venv_bin.parent}", "-o", f"{venv_bin.parent}/.installed"], fresh_repo, audited)
+    proc = _run(
+        ["make", "repro", f"VENV={venv_bin.parent}", "-o", f"{venv_bin.parent}/.installed"], fresh_repo, audited
+    )
+    (fresh_repo.parent / "repro_output.txt").write_text(proc.stdout + proc.stderr, encoding="utf-8")
     return log
 
 
@@ -244,3 +247,13 @@ def test_experiments_show_and_diff_real_metrics(fresh_repo: Path, env: dict[str,
     diff = json.loads(_run(_dvc("metrics", "diff", "--json"), fresh_repo, env).stdout)
     entry = diff["reports/metrics.json"]["dice_mean_foreground"]
     assert isinstance(entry["old"], float) and isinstance(entry["new"], float), diff
+
+
+def test_repro_output_is_a_log_not_a_stream_of_redraws(fresh_repo: Path, repro: Path):
+    """What `make repro` prints off a terminal: no progress-bar redraws, no warning a user can do
+    nothing about (MONAI's nvImageCodec one came once per evaluated case), a few KB in all."""
+    text = (fresh_repo.parent / "repro_output.txt").read_text(encoding="utf-8")
+    assert "nvImageCodec" not in text
+    assert "\r" not in text, "tqdm redrew a bar into a non-terminal stream"
+    assert "it/s]" not in text and "case/s]" not in text
+    assert len(text.encode()) <= 12_000, f"{len(text.encode())} bytes:\n{text[-3000:]}"

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, TypeVar
 
-from tqdm import tqdm
+from pipeline.progress import progress
 
 T = TypeVar("T")
 
@@ -28,9 +28,9 @@ def parallel_map(fn: Callable[[Any], T], items: Sequence[Any], num_workers: int,
     bar_kwargs = {"total": len(items), "desc": desc, "unit": "case", "file": sys.stderr, "dynamic_ncols": True}
     workers = min(num_workers, len(items))
     if workers <= 1:
-        return [fn(x) for x in tqdm(items, **bar_kwargs)]
+        return [fn(x) for x in progress(items, **bar_kwargs)]
     # fork: workers inherit the imported modules (MONAI takes seconds to import); Linux only
     method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
     with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context(method), initializer=_init_worker) as pool:
         results: Iterable[T] = pool.map(fn, items, chunksize=1)
-        return list(tqdm(results, **bar_kwargs))
+        return list(progress(results, **bar_kwargs))

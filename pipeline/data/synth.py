@@ -149,9 +149,9 @@ def synthesize(
     with atomic_dir(out) as tmp:
         (tmp / "imagesTr").mkdir()
         (tmp / "labelsTr").mkdir()
-        from tqdm import tqdm
+        from pipeline.progress import progress
 
-        for i, cid in enumerate(tqdm(ids, desc="synth", unit="case")):
+        for i, cid in enumerate(progress(ids, desc="synth", unit="case")):
             image, label = synth_case(seed, i, dims, tuple(size) if size else None)
             write_image(image, affine, tmp / image_relpath(cid, 0))
             write_image(label, affine, tmp / label_relpath(cid))

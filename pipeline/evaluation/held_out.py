@@ -47,16 +47,15 @@ def score_held_out(
     `boundary` (a class index), also the challenge's V_Rand / V_Info of the cells it separates;
     with `instances`, the watershed's instance image in `pred_dir/instances/<id>.nii.gz`, scored
     the same way when `boundary` is given."""
-    from tqdm import tqdm
-
     from pipeline.evaluation.metrics import case_metrics, foreground_mean, metric_records
     from pipeline.inference.case import load_source_image, predict_case
     from pipeline.io import spacing_from_affine, write_image
+    from pipeline.progress import progress
 
     names = manifest.labels
     scores = Scores()
     truths, cell_probs, cuts = [], [], []  # 2D slices, kept only for the instance metrics (small)
-    for cid in tqdm(manifest.split("val"), desc="evaluate", unit="case"):
+    for cid in progress(manifest.split("val"), desc="evaluate", unit="case"):
         images, label_path = manifest.sources(cid)
         source = load_source_image(images)
         mask, prob = predict_case(source, net, manifest["preprocessing"], settings)

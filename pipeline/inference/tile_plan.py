@@ -106,9 +106,9 @@ def stitch_tiles(
     batch: list[Any] = []
     tiles = plan.tiles()
     if progress:
-        from tqdm import tqdm
+        from pipeline.progress import progress
 
-        tiles = tqdm(tiles, total=plan.num_tiles, desc="tiles", leave=False)
+        tiles = progress(tiles, total=plan.num_tiles, desc="tiles", leave=False)
     for corner in tiles:
         region = tuple(slice(c, c + t) for c, t in zip(corner, plan.input_tile))
         corners.append(corner)

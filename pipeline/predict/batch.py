@@ -147,7 +147,7 @@ def _run_in_workers(
     import os
     from concurrent.futures import ProcessPoolExecutor
 
-    from tqdm import tqdm
+    from pipeline.progress import progress as bar
 
     threads = max(1, (os.cpu_count() or 1) // workers)
     ctx = multiprocessing.get_context("spawn")  # no forked torch / ONNX Runtime thread pools
@@ -155,7 +155,7 @@ def _run_in_workers(
         workers, mp_context=ctx, initializer=_init_worker, initargs=(str(model), kw, threads)
     ) as ex:
         futures = [ex.submit(_worker_case, case, out_dir, fmt) for case in cases]
-        return [f.result() for f in tqdm(futures, desc="predict", unit="case", disable=not progress)]
+        return [f.result() for f in bar(futures, show=progress, desc="predict", unit="case")]
 
 
 def predict_folder(
@@ -187,7 +187,7 @@ def predict_folder(
     Raises:
         PredictError: an unknown format, a bad shard or worker count, or nothing to predict under `root`.
     """
-    from tqdm import tqdm
+    from pipeline.progress import progress as bar
 
     if fmt not in FORMATS:
         raise PredictError(f"--format {fmt!r}: use one of {', '.join(FORMATS)}")
@@ -203,7 +203,7 @@ def predict_folder(
     if workers == 1:
         outcomes += [
             _predict_case(predictor, case, out_dir, fmt)
-            for case in tqdm(cases, desc="predict", unit="case", disable=not progress)
+            for case in bar(cases, show=progress, desc="predict", unit="case")
         ]
     else:
         outcomes += _run_in_workers(model, cases, out_dir, fmt, workers, progress, kw)

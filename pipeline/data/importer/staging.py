@@ -87,11 +87,11 @@ def _stage_cases(
     tmp: Path, cases: list[SourceCase], spec: LabelSpec | None, n_classes: int, channels: dict[str, str], layout: str
 ) -> None:
     """Write every case into the staging dir, checking each has the dataset's channel count."""
-    from tqdm import tqdm
+    from pipeline.progress import progress
 
     (tmp / "imagesTr").mkdir()
     (tmp / "labelsTr").mkdir()
-    for case in tqdm(cases, desc=f"import ({layout})", unit="case"):
+    for case in progress(cases, desc=f"import ({layout})", unit="case"):
         _write_case(case, tmp, spec, n_classes)
         written = len(list((tmp / "imagesTr").glob(f"{case.id}_[0-9][0-9][0-9][0-9]{FILE_ENDING}")))
         if written != len(channels):
