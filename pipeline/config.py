@@ -132,7 +132,9 @@ class AugmentConfig(_Strict):
     flip_axes: list[int] | None = None
     rotate: bool = True
     intensity: bool = True
-    prob: float = Field(0.5, ge=0.0, le=1.0)
+    prob: float = Field(0.5, ge=0.0, le=1.0)  # `light`: each transform's chance
+    # light: the first recipe; nnunet: nnU-Net v2's default augmentation (pipeline.training.recipes)
+    recipe: Literal["light", "nnunet"] = "light"
 
 
 class TrainConfig(_Strict):

@@ -11,18 +11,12 @@ mode both are the patch size.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.config import AugmentConfig, Config, ConfigError
+from pipeline.config import Config, ConfigError
 from pipeline.data.manifest import Manifest
-
-# rotation range per dimensionality: full turns in-plane for 2D (microscopy has no "up"),
-# small tilts in 3D where anatomy has an orientation
-_ROTATE = {2: (math.pi,), 3: (math.pi / 12,) * 3}
-_SCALE = 0.1  # +-10 % zoom together with rotation
 
 
 @dataclass(frozen=True)
@@ -50,33 +44,16 @@ def patch_geometry(cfg: Config) -> PatchGeometry:
     return PatchGeometry(size, size, 0)
 
 
-def flip_transforms(keys: Sequence[str], aug: AugmentConfig, dims: int) -> list[Any]:
-    """One random mirror per allowed axis; the flip chance `aug.prob` is shared among the axes."""
-    from monai.transforms import RandFlipd
-
-    axes = list(range(dims)) if aug.flip_axes is None else aug.flip_axes
-    return [RandFlipd(keys=list(keys), prob=aug.prob / len(axes), spatial_axis=axis) for axis in axes]
-
-
 def train_transforms(cfg: Config, keys: tuple[str, ...], store: Any) -> Any:
-    """Lazy fg/bg-balanced window read -> elastic/rotate/flip/intensity -> label centre crop."""
+    """Lazy fg/bg-balanced window read -> the `train.augment.recipe` augmentations -> label centre crop."""
     import torch
-    from monai.transforms import (
-        CenterSpatialCropd,
-        Compose,
-        EnsureTyped,
-        RandAffined,
-        RandGaussianNoised,
-        RandScaleIntensityd,
-        RandShiftIntensityd,
-    )
+    from monai.transforms import CenterSpatialCropd, Compose, EnsureTyped
 
     from pipeline.data.patches import RandPatchd
-    from pipeline.training.augment import RandElasticd
+    from pipeline.training.recipes import RECIPES
 
     geo = patch_geometry(cfg)
     aug = cfg.train.augment
-    dims = cfg.data.spatial_dims
     others = tuple(k for k in keys if k != "image")
     # label by nearest neighbour; image and weight map interpolated
     modes = tuple("nearest" if k == "label" else "bilinear" for k in keys)
@@ -84,32 +61,8 @@ def train_transforms(cfg: Config, keys: tuple[str, ...], store: Any) -> Any:
         # the window around a stored fg/bg location, borders mirrored as overlap-tile inference does
         RandPatchd(store, keys, geo.input_size, geo.margin, cfg.train.pos_fraction),
         EnsureTyped(keys=list(keys), track_meta=False),
+        *RECIPES[aug.recipe](keys, modes, aug, cfg.data.spatial_dims),
     ]
-    if aug.elastic:
-        chain.append(
-            RandElasticd(
-                keys=list(keys), spacing=aug.elastic_sigma, magnitude=aug.elastic_magnitude, mode=modes, prob=aug.prob
-            )
-        )
-    if aug.rotate:
-        chain.append(
-            RandAffined(
-                keys=list(keys),
-                prob=aug.prob,
-                rotate_range=_ROTATE[dims],
-                scale_range=(_SCALE,) * dims,
-                mode=modes,
-                padding_mode="reflection",
-            )
-        )
-    if aug.flip:
-        chain += flip_transforms(keys, aug, dims)
-    if aug.intensity:
-        chain += [
-            RandScaleIntensityd(keys="image", factors=0.1, prob=aug.prob),
-            RandShiftIntensityd(keys="image", offsets=0.1, prob=aug.prob),
-            RandGaussianNoised(keys="image", std=0.05, prob=aug.prob / 2),
-        ]
     if geo.margin and others:
         chain.append(CenterSpatialCropd(keys=list(others), roi_size=geo.output_size))
     # one dtype per key whichever augmentations fired (a spatial one turns the label float), so

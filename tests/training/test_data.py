@@ -52,17 +52,19 @@ def test_patches_are_balanced_and_aligned(tmp_path: Path, data_cache: Path, dims
                 assert bool((label.flatten(1) > 0).any(1).all())
 
 
+@pytest.mark.parametrize("recipe", ["light", "nnunet"])
 @pytest.mark.parametrize("flip_axes", [None, [1]])
-def test_flips_only_mirror_the_allowed_axes(flip_axes: list[int] | None) -> None:
+def test_flips_only_mirror_the_allowed_axes(flip_axes: list[int] | None, recipe: str) -> None:
     """flip_axes=[1] (e.g. left-right only) never mirrors axes 0 or 2; None mirrors each axis sometimes."""
     from monai.transforms import Compose
 
     from pipeline.config import AugmentConfig
     from pipeline.inference import flip_axes_combinations
-    from pipeline.training.data import flip_transforms
+    from pipeline.training.recipes import RECIPES
 
     x = torch.arange(2 * 3 * 4, dtype=torch.float32).reshape(1, 2, 3, 4)
-    chain = Compose(flip_transforms(["image"], AugmentConfig(flip_axes=flip_axes, prob=1.0), dims=3))
+    aug = AugmentConfig(flip_axes=flip_axes, prob=1.0, rotate=False, intensity=False, elastic=False, recipe=recipe)
+    chain = Compose(RECIPES[recipe](["image"], ("bilinear",), aug, 3))
     chain.set_random_state(0)
     subsets = flip_axes_combinations(3)
     seen: set[int] = set()

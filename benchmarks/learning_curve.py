@@ -1,0 +1,124 @@
+"""Learning curves on Hippocampus MRI: validation mean Dice against CPU-minutes of training, per
+augmentation recipe (`train.augment.recipe`: light, nnunet), on the fixed split of
+`accuracy_hippocampus.py` (first 180 cases train, last 40 validate).
+
+A budget is idle-machine minutes. `--probe` times one epoch of each recipe (run it on an idle
+machine) into `--probe-file`; each budget's run then trains `budget * 60 / seconds-per-epoch`
+epochs, so a run that shares the cores later trains the same amount, and each has the LR schedule
+over its own epochs. Every (recipe, budget) is its own `accuracy_hippocampus.py --epochs N` run in
+its own work dir; its result line is appended to `--results` (JSON lines), so the runs can be made
+one at a time, in the background, across sessions. The table and the plot (PNG, Dice against
+minutes, log scale) are drawn from whatever `--results` holds.
+
+    .venv/bin/python benchmarks/learning_curve.py --probe
+    .venv/bin/python benchmarks/learning_curve.py --budgets 15 30 60 120 --recipes light nnunet
+    .venv/bin/python benchmarks/learning_curve.py --report      # the table and the plot only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from common import REPO, emit_result, machine_info, markdown_table
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results" / "learning_curve.jsonl"
+PROBE = HERE / "results" / "learning_curve_probe.json"
+PLOT = HERE / "results" / "learning_curve.png"
+
+
+def _run(recipe: str, epochs: int, workdir: Path, extra: list[str]) -> dict:
+    """One accuracy_hippocampus.py run; returns its JSON result line plus the history's epoch times."""
+    cmd = [sys.executable, str(HERE / "accuracy_hippocampus.py"), "--epochs", str(epochs), "--workdir", str(workdir)]
+    cmd += ["-S", f"train.augment.recipe={recipe}", *extra]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    if proc.returncode != 0:
+        raise SystemExit(f"error: {' '.join(cmd)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    history = (workdir / "checkpoints" / "fold_0" / "train_history.csv").read_text().splitlines()
+    header = history[0].split(",")
+    times = [float(r.split(",")[header.index("epoch_time")]) for r in history[1:]]
+    return {**result, "wall_s": time.perf_counter() - t0, "epoch_s": times}
+
+
+def probe(recipes: list[str], workdir: Path, extra: list[str]) -> dict[str, float]:
+    """Seconds per training epoch of each recipe: the median of a 3-epoch run's epochs."""
+    out = {}
+    for recipe in recipes:
+        r = _run(recipe, 3, workdir / f"probe_{recipe}", extra)
+        out[recipe] = sorted(r["epoch_s"])[len(r["epoch_s"]) // 2]
+        print(f"probe {recipe}: {out[recipe]:.1f} s/epoch", flush=True)
+    PROBE.parent.mkdir(parents=True, exist_ok=True)
+    PROBE.write_text(json.dumps({"seconds_per_epoch": out, "machine": machine_info()}, indent=2) + "\n")
+    return out
+
+
+def report() -> None:
+    rows = [json.loads(line) for line in RESULTS.read_text().splitlines() if line.strip()] if RESULTS.is_file() else []
+    if not rows:
+        raise SystemExit(f"error: no results in {RESULTS}; run some budgets first")
+    table = [
+        [r["recipe"], r["budget_min"], r["epochs"], r["train_min"], r["ours"], r.get("when", "")]
+        for r in sorted(rows, key=lambda r: (r["recipe"], r["budget_min"]))
+    ]
+    print(
+        markdown_table(["recipe", "budget (idle CPU-min)", "epochs", "train wall min", "val mean Dice", "run"], table)
+    )
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for recipe in sorted({r["recipe"] for r in rows}):
+        pts = sorted((r["budget_min"], r["ours"]) for r in rows if r["recipe"] == recipe)
+        ax.plot(*zip(*pts), marker="o", label=recipe)
+    ax.set_xscale("log")
+    ax.set_xlabel("training budget (idle CPU-minutes, log)")
+    ax.set_ylabel("validation mean Dice")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(PLOT, dpi=120)
+    print(f"plot: {PLOT}")
+    best = max(rows, key=lambda r: r["ours"])
+    emit_result("hippocampus_learning_curve_best_val_mean_dice", best["ours"], best.get("baseline", 0.895), "Dice")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--probe", action="store_true", help="time one epoch of each recipe (idle machine) and stop")
+    p.add_argument("--report", action="store_true", help="only print the table and draw the plot")
+    p.add_argument("--budgets", type=float, nargs="+", default=[15, 30, 60, 120], help="idle CPU-minutes")
+    p.add_argument("--recipes", nargs="+", default=["light", "nnunet"], choices=["light", "nnunet"])
+    p.add_argument("--workdir", type=Path, default=Path("/tmp/learning_curve"), help="one sub-folder per run")
+    p.add_argument("-S", "--set", action="append", default=[], help="further config overrides for every run")
+    args = p.parse_args()
+    extra = [x for s in args.set for x in ("-S", s)]
+    if args.probe:
+        probe(args.recipes, args.workdir, extra)
+        return
+    if args.report:
+        report()
+        return
+    if not PROBE.is_file():
+        raise SystemExit(f"error: {PROBE} missing: run with --probe on an idle machine first")
+    per_epoch = json.loads(PROBE.read_text())["seconds_per_epoch"]
+    for budget in args.budgets:
+        for recipe in args.recipes:
+            epochs = max(1, round(budget * 60 / per_epoch[recipe]))
+            print(f"== {recipe} at {budget:g} min: {epochs} epochs", flush=True)
+            r = _run(recipe, epochs, args.workdir / f"{recipe}_{budget:g}", extra)
+            row = {"recipe": recipe, "budget_min": budget, "epochs": epochs, "train_min": sum(r["epoch_s"]) / 60}
+            row.update(ours=r["ours"], baseline=r["baseline"], when=time.strftime("%Y-%m-%d"), overrides=args.set)
+            with RESULTS.open("a") as fh:
+                fh.write(json.dumps(row) + "\n")
+            print(json.dumps(row), flush=True)
+    report()
+
+
+if __name__ == "__main__":
+    main()
