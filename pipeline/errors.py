@@ -22,3 +22,9 @@ class MissingInputError(PipelineError, FileNotFoundError):
 
 class ConfigError(PipelineError, ValueError):
     """A configuration file that cannot be used; the message names the file, key and value."""
+
+
+class DiskFullError(PipelineError, OSError):
+    """A write that ran out of room: the disk or the quota is full, or the file reached the process's
+    file-size limit (`ulimit -f`). Raised by `pipeline.io.atomic` for every atomic writer, so the
+    message names the output file (not its temp) and the previous version of that file is kept."""

@@ -2,10 +2,15 @@
 
 torch 2.13 marks `torch.jit` deprecated; we keep it for those consumers and silence only that
 one DeprecationWarning where we call it (TOOLCHAIN.md); loading is `pipeline.model.jit`.
+
+`torch.jit.save` serialises into memory and Python writes the bytes: its own C++ file writer, when
+the disk fills up, throws from a destructor and aborts the whole process (`std::terminate`), where
+a Python write raises the OSError that `pipeline.io.atomic` reports as a full disk.
 """
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +29,9 @@ def export_torchscript(net: Any, path: str | Path, extra_files: dict[str, str] |
     net = net.eval().cpu()
     with quiet_jit():
         scripted = torch.jit.script(net)
-        torch.jit.save(scripted, str(path), _extra_files=extra_files or {})
+        buffer = io.BytesIO()
+        torch.jit.save(scripted, buffer, _extra_files=extra_files or {})
+    path.write_bytes(buffer.getvalue())
     return path
 
 
@@ -48,23 +55,46 @@ def embed_configs(path: str | Path, metadata: dict[str, Any], inference: dict[st
         `path`.
     """
     import json
-
-    from monai.data import save_net_with_metadata
+    import tempfile
 
     from pipeline.io.atomic import atomic_write
     from pipeline.model.jit import load_torchscript
 
     path = Path(path)
     module = load_torchscript(path)
-    with atomic_write(path) as tmp, quiet_jit():
-        save_net_with_metadata(
-            module,
-            str(tmp),
-            include_config_vals=False,
-            meta_values=metadata,
-            more_extra_files={"inference.json": json.dumps(inference, indent=2).encode()},
-        )
+    extra = {"inference.json": json.dumps(inference, indent=2).encode()}
+    size = len(_save_with_configs(module, io.BytesIO(), metadata, extra).getvalue())
+    _check_room(path, size)
+    # saved under the name `model.ts`: the archive's folder is named after the file, and MONAI Deploy
+    # reads embedded configs only from `<stem>/extra/` with stem "model" (a buffer gives "archive")
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        named = Path(tmp) / "model.ts"
+        _save_with_configs(module, str(named), metadata, extra)
+        data = named.read_bytes()
+    with atomic_write(path) as staged:
+        staged.write_bytes(data)
     return path
+
+
+def _save_with_configs(module: Any, target: Any, metadata: dict[str, Any], extra: dict[str, bytes]) -> Any:
+    from monai.data import save_net_with_metadata
+
+    with quiet_jit():
+        save_net_with_metadata(module, target, include_config_vals=False, meta_values=metadata, more_extra_files=extra)
+    return target
+
+
+def _check_room(path: Path, size: int) -> None:
+    """torch's own file writer aborts the process on a full disk: refuse first, as one clear error."""
+    import errno
+
+    from pipeline.io.disk_full import disk_full_error, file_size_limit, room_left
+
+    limit, room = file_size_limit(), room_left(path.parent)
+    if limit is not None and size > limit:
+        raise disk_full_error(path, errno.EFBIG)
+    if room is not None and 2 * size + (1 << 20) > room:  # the named copy and the final file
+        raise disk_full_error(path, errno.ENOSPC)
 
 
 def read_embedded_configs(path: str | Path) -> dict[str, dict[str, Any]]:

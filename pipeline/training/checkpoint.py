@@ -2,13 +2,21 @@
 
 A checkpoint holds only tensors and plain Python values (RNG states are converted), so
 `torch.load(..., weights_only=True)` -- which refuses arbitrary pickles -- reads it.
+
+A checkpoint that does not load (truncated, corrupt, or holding a pickled object) is a
+`CheckpointError`: one line naming the file, what is wrong and what to do, by which file it is
+(`last.pt`: resume from an intact best.pt or train from scratch; `best.pt`: take an intact last.pt
+of the same epoch or train from scratch). Resuming checks both files, so a damaged best.pt is
+found before the training continues, not only at evaluate.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 import random
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -21,6 +29,11 @@ from pipeline.errors import InputError, MissingInputError
 
 if TYPE_CHECKING:
     from pipeline.training.data import PatchGeometry
+
+
+class CheckpointError(InputError):
+    """A checkpoint file that does not load: truncated, corrupt, or holding more than tensors and plain values."""
+
 
 # settings that do not change the numbers a training produces; editing them keeps a checkpoint resumable
 _NEUTRAL_TRAIN_KEYS = ("output_dir", "num_workers", "val_every", "cache_gb")
@@ -182,19 +195,93 @@ def restore(
 
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
-    """torch.save to a temp file in the same directory, then rename: a kill never leaves half a file."""
+    """torch.save to a temp file in the same directory, then rename: a kill never leaves half a file,
+    and a full disk is a `DiskFullError` naming `path`, the previous checkpoint kept (`pipeline.io.atomic`)."""
     from pipeline.io.atomic import atomic_write
 
     with atomic_write(path) as tmp:
         torch.save(state, tmp)
 
 
-def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load with weights_only=True; a truncated or foreign file raises an error naming it."""
+def _torch_load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def _first_sentence(exc: Exception) -> str:
+    """The first sentence of an error's message (torch's go on for a paragraph), with its type
+    unless it is a plain RuntimeError."""
+    first = re.split(r"(?<=[.!?])\s|\n", str(exc).strip(), maxsplit=1)[0].rstrip(".")[:200]
+    return first if type(exc) is RuntimeError else f"{type(exc).__name__}: {first}"
+
+
+def _problem(exc: Exception, size: int) -> str:
+    """What is wrong with a checkpoint of `size` bytes that `torch.load` refused, in a few words."""
+    text = str(exc)
+    if isinstance(exc, pickle.UnpicklingError) and "Weights only load failed" in text:
+        found = re.search(r"GLOBAL (\S+)", text)
+        what = f" ({found.group(1)})" if found else ""
+        return (
+            f"holds a pickled Python object{what}, which the safe weights-only load refuses: a checkpoint of "
+            "the train stage holds only tensors and plain values, so do not load a file from an unknown source"
+        )
+    if size == 0:
+        return "is truncated or corrupt (it is empty: 0 bytes)"
+    if isinstance(exc, EOFError) or not text.strip():
+        return f"is truncated or corrupt (it ends before the data does: {type(exc).__name__})"
+    return f"is truncated or corrupt ({_first_sentence(exc)})"
+
+
+def _readable(path: Path) -> dict[str, Any] | None:
+    """The checkpoint at `path`, or None when it is absent or does not load."""
     try:
-        return torch.load(Path(path), map_location=map_location, weights_only=True)
+        return _torch_load(path) if path.is_file() else None
+    except Exception:
+        return None
+
+
+def _remedy(path: Path) -> str:
+    """What to do about the unreadable checkpoint `path`: use its intact sibling where that is the
+    same training, else train the member from scratch."""
+    last, best = path.parent / "last.pt", path.parent / "best.pt"
+    scratch = f"delete {last} and {best} and run the train stage again to train from scratch"
+    if path.name == "last.pt":
+        other = _readable(best)
+        if other is not None and "epoch" in other:
+            return f"copy {best} over it to resume from its epoch {other['epoch']}, or {scratch}"
+        return scratch
+    if path.name == "best.pt":
+        other = _readable(last)
+        if other is not None and other.get("epoch") is not None and other.get("epoch") == other.get("best_epoch"):
+            return f"copy {last} over it (the same best epoch, {other['epoch']}), or {scratch}"
+        return scratch
+    return "use a checkpoint written by the train stage (last.pt or best.pt)"
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load with weights_only=True; a file that is missing, truncated, corrupt or holds a pickled
+    object raises one error naming it and saying what to do (`CheckpointError`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingInputError(f"checkpoint {path} not found")
+    try:
+        return _torch_load(path, map_location)
+    except PermissionError as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from exc
     except Exception as exc:
-        raise InputError(f"cannot load checkpoint {path}: {exc}") from exc
+        if str(map_location) != "cpu" and _readable(path) is not None:  # the file is fine, the device is not
+            where = f"checkpoint {path} cannot be loaded onto {map_location}"
+            raise CheckpointError(f"{where}: {_first_sentence(exc)}") from exc
+        raise CheckpointError(f"checkpoint {path} {_problem(exc, path.stat().st_size)}; {_remedy(path)}") from exc
+
+
+def load_for_resume(last: Path) -> dict[str, Any]:
+    """`last.pt` to resume from, once `best.pt` beside it loads too: a damaged best.pt is reported
+    now, before more epochs are trained on top of it, not at evaluate."""
+    state = load_checkpoint(last)
+    best = Path(last).parent / "best.pt"
+    if best.is_file():
+        load_checkpoint(best)
+    return state
 
 
 def load_trained_net(

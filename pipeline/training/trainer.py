@@ -26,6 +26,7 @@ from pipeline.data.manifest import Manifest, load_manifest
 from pipeline.errors import PipelineError
 from pipeline.io.digests import weights_digest
 from pipeline.model.layout import memory_format
+from pipeline.progress import progress
 from pipeline.training import checkpoint as ckpt
 from pipeline.training import distributed as D
 from pipeline.training.data import patch_geometry, train_dataset, train_loader
@@ -71,7 +72,7 @@ def _resume_state(last: Path, want: str, info: D.DistInfo) -> dict[str, Any] | N
     config, code or data)."""
     if not last.is_file():
         return None
-    state = ckpt.load_checkpoint(last)
+    state = ckpt.load_for_resume(last)  # best.pt too: either one damaged is one error naming it
     if state.get("resume_key") != want:
         _say(
             info,
@@ -196,7 +197,7 @@ def _train_epoch(r: _Run, loader: Any, epoch: int) -> float:
     r.model.train()
     t0 = time.perf_counter()
     total, steps, seen = 0.0, 0, 0
-    bar = tqdm(loader, desc=f"epoch {epoch}/{cfg.train.epochs}", disable=not info.is_main, leave=False)
+    bar = progress(loader, show=info.is_main, desc=f"epoch {epoch}/{cfg.train.epochs}", leave=False)
     for batch in bar:
         image = batch["image"].to(info.device, non_blocking=True).contiguous(memory_format=fmt)
         label = batch["label"].to(info.device, non_blocking=True)
@@ -248,9 +249,9 @@ def _record_epoch(r: _Run, row: dict[str, Any], result: ValidationResult | None)
     if improved:
         r.best_metric, r.best_epoch = result.dice_mean, epoch
     payload = _payload(r, epoch)
-    ckpt.save_checkpoint(payload, out_dir / "last.pt")
-    if improved:
+    if improved:  # best.pt first: a kill between the two leaves last.pt behind, so this epoch reruns
         ckpt.save_checkpoint(payload, out_dir / "best.pt")
+    ckpt.save_checkpoint(payload, out_dir / "last.pt")
     write_history(r.history, r.class_names, r.reports / HISTORY_FILE)
     overlay = None
     if result is not None and result.examples:

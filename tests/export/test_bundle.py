@@ -138,6 +138,8 @@ def test_model_ts_carries_both_configs_for_monai_deploy(workdir) -> None:
     """MONAI Deploy's `-m model.ts` reads the configs MONAI embeds in the TorchScript file; ours are
     the bundle's own metadata.json (less the file hashes, which a file cannot hold of itself) and
     inference.json, read with MONAI's own loader."""
+    import zipfile
+
     import torch
     from monai.data import load_net_with_metadata
 
@@ -152,3 +154,5 @@ def test_model_ts_carries_both_configs_for_monai_deploy(workdir) -> None:
         expected = {k: v for k, v in on_disk["unet_pipeline"].items() if k != "models"}
         assert meta["unet_pipeline"] == expected, rel
         assert "models" not in meta["unet_pipeline"], rel
+        with zipfile.ZipFile(exported / rel) as archive:  # MONAI Deploy looks under <file stem>/extra/
+            assert "model/extra/inference.json" in archive.namelist(), rel

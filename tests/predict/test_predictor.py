@@ -3,7 +3,8 @@ in the input's geometry, and bad input rejected.
 
 Bad input: `unet-pipeline predict` with a wrong-dimensional, wrong-channel or unreadable image
 fails with an error naming the file and writes nothing; a model that does not match its metadata,
-or unusable inference settings in it, are refused naming the file.
+or unusable inference settings in it, are refused naming the file. A mask write that hits a real
+file-size limit (a full disk) fails with one line naming the mask and keeps the previous one.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers.evaluation import pipeline_env
+from helpers.faults import cli, digests, one_error_line, run_limited, temps
 
 
 def _write_3d(path: Path) -> Path:
@@ -117,3 +119,23 @@ def test_predictor_writes_mask_in_input_geometry(tmp_path: Path, exported_model:
     values = set(np.unique(sitk.GetArrayFromImage(m)).tolist())
     assert values <= {0, 1, 2} and len(values) > 1
     assert [p.name for p in out.parent.iterdir()] == ["mask.nii.gz"]  # no temp file left behind
+
+
+def test_prediction_write_on_a_full_disk(tmp_path: Path, exported_model: Path, capsys) -> None:
+    """`unet-pipeline predict` with a real file-size limit just below the mask's size: exit 2, one line
+    naming the mask, the previous mask byte-identical, no temp; without the limit the re-run completes."""
+    image = exported_model.parent.parent / "data" / "imagesTr" / "synth_000_0000.nii.gz"
+    out = tmp_path / "out"
+    mask = out / "mask.nii.gz"
+    argv = ["predict", str(image), "--model", str(exported_model), "-o", str(mask)]
+    assert cli(argv, capsys)[0] == 0
+    before = digests(out)
+    limit = mask.stat().st_size - 1
+    limited = run_limited(argv, limit, tmp_path)
+    line = one_error_line(limited.stderr)
+    assert limited.returncode == 2, limited.stderr[-3000:]
+    assert f"cannot write {mask}: file too large or disk full" in line and f"limit of {limit} bytes" in line
+    assert digests(out) == before
+    assert temps(tmp_path) == []
+    assert cli(argv, capsys)[0] == 0
+    assert digests(out) == before

@@ -1,0 +1,57 @@
+"""The export stage (pipeline.stages.export) under real faults, through `unet-pipeline export`.
+
+A best.pt truncated for real is refused with one line naming it. An export whose largest file hits
+a real file-size limit (a full disk) fails with one line naming that file; the previous exported/
+stays byte-identical, no temp is left, and the re-run without the limit completes. The layout and
+parity of a good export are tests/export/test_bundle.py's.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from helpers.faults import (
+    cli,
+    digests,
+    make_tracking_store,
+    one_error_line,
+    pipeline_copy,
+    run_limited,
+    temps,
+    truncate,
+)
+
+
+def test_truncated_best_pt_is_named_at_export(tmp_path: Path, tmp_path_factory, monkeypatch, capsys) -> None:
+    pipeline_copy(tmp_path_factory, tmp_path)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    truncate(tmp_path / "checkpoints" / "fold_0" / "best.pt", keep=0.25)
+    code, err = cli(["export", "-c", "cfg.yaml"], capsys)
+    line = one_error_line(err)
+    assert code == 2
+    assert "checkpoint checkpoints/fold_0/best.pt is truncated or corrupt" in line
+    assert not (tmp_path / "exported").exists()
+
+
+@pytest.mark.slow
+def test_export_write_on_a_full_disk(tmp_path: Path, tmp_path_factory, monkeypatch, capsys) -> None:
+    pipeline_copy(tmp_path_factory, tmp_path, export=True)
+    monkeypatch.chdir(tmp_path)
+    make_tracking_store(tmp_path, monkeypatch)
+    exported = tmp_path / "exported"
+    before = digests(exported)
+    sizes = {p: p.stat().st_size for p in exported.rglob("*") if p.is_file()}
+    limit = max(sizes.values()) - 512  # just below the largest file (model.ts): every other one fits
+    too_big = sorted(p.relative_to(tmp_path).as_posix() for p, n in sizes.items() if n > limit)
+    limited = run_limited(["export", "-c", "cfg.yaml"], limit, tmp_path)
+    line = one_error_line(limited.stderr)
+    assert limited.returncode == 2, limited.stderr[-3000:]
+    named = [name for name in too_big if f"cannot write {name}: file too large or disk full" in line]
+    assert named, (line, too_big)
+    assert digests(exported) == before
+    assert temps(tmp_path) == []
+    code, err = cli(["export", "-c", "cfg.yaml"], capsys)
+    assert code == 0, err[-3000:]
+    assert (exported / "model.onnx").is_file() and temps(tmp_path) == []
