@@ -8,6 +8,7 @@ Imports of torch / MONAI / MLflow happen inside the handlers so `--help` stays f
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shutil
 import subprocess
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.commands import add_config_args, add_tool_commands, load_stage_config
 from pipeline.errors import InputError, PipelineError
+from pipeline.progress import quiet_library_bars
 
 if TYPE_CHECKING:
     pass
@@ -165,6 +167,9 @@ def predict(args: argparse.Namespace) -> int:
         "tta": True if getattr(args, "tta", False) else None,
         "device": getattr(args, "device", "cpu") or "cpu",
         "strict": bool(getattr(args, "strict", False)),
+        "uncertainty": bool(getattr(args, "uncertainty", False)),
+        "explain": bool(getattr(args, "explain", False)),
+        "explain_layer": getattr(args, "explain_layer", None),
     }
     if is_batch(args.image, args.output):
         from pipeline.predict.batch import parse_shard, predict_folder, summary_table
@@ -183,6 +188,11 @@ def predict(args: argparse.Namespace) -> int:
     predictor = Predictor(args.model, **kw)
     out = predictor.predict(args.image, args.output, progress=True)
     print(f"wrote {out}" + (f" and {predictor.last_instances}" if predictor.last_instances else ""))
+    if predictor.last_uncertainty:
+        print(f"wrote {predictor.last_uncertainty}")
+    print(predictor.last_verdict)
+    for path in predictor.last_explanations:
+        print(f"wrote {path}")
     return 0
 
 
@@ -228,6 +238,25 @@ def _add_predict_command(sub: Any) -> None:
         help="refuse inputs unlike the training data (spacing 2x off, intensities or modality); default: warn",
     )
     pred.add_argument("--device", default="cpu", help="cpu or cuda (TorchScript only)")
+    pred.add_argument(
+        "--uncertainty",
+        action="store_true",
+        help="also write <mask>_uncertainty.nii.gz (per-voxel entropy / log K, in [0, 1]) and its .json beside the "
+        "mask; a DICOM SEG output gets a DICOM Parametric Map, <mask>_uncertainty.dcm",
+    )
+    pred.add_argument(
+        "--explain",
+        action="store_true",
+        help="also write a Grad-CAM map per foreground class beside the mask: <mask>_explain_<label>.nii.gz (3D) "
+        "or .png overlay (2D); needs the exported model.ts",
+    )
+    pred.add_argument(
+        "--explain-layer",
+        metavar="MODULE",
+        default=None,
+        help="the U-Net block --explain reads: decoders.-1 (default, the last before the output), decoders.0, "
+        "bottleneck, encoders.1, ...",
+    )
     pred.set_defaults(func=_cmd_predict)
 
 
@@ -259,17 +288,25 @@ HARMLESS_WARNINGS = (
 )
 
 
+# loggers that say the same harmless thing through `logging` instead: logger name -> highest level
+# kept quiet (MONAI's DICOM reader logs the missing GPU decoder once per reader it builds)
+HARMLESS_LOGGERS = {"monai.data.nvimgcodec_pydicom_plugin": logging.WARNING}
+
+
 def quiet_harmless_warnings() -> None:
-    """Filter the known-harmless warnings once, for the whole command."""
+    """Filter the known-harmless warnings and log lines once, for the whole command."""
     import warnings
 
     for message in HARMLESS_WARNINGS:
         warnings.filterwarnings("ignore", message=message)
+    for name, level in HARMLESS_LOGGERS.items():
+        logging.getLogger(name).setLevel(level + 1)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; a `PipelineError` is one `error: ...` line and exit status 2."""
     quiet_harmless_warnings()
+    quiet_library_bars()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -7,6 +7,8 @@ one-line summaries the stages print (per epoch, per stage) are what a log keeps.
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Iterable
 from typing import Any, TypeVar
 
@@ -27,3 +29,10 @@ def progress(iterable: Iterable[T], *, show: bool = True, **kwargs: Any) -> Iter
     from tqdm import tqdm
 
     return tqdm(iterable, disable=None if show else True, **kwargs)
+
+
+def quiet_library_bars() -> None:
+    """Off a terminal, turn off the bars libraries draw themselves (MLflow's artifact download bar,
+    drawn when the export stage registers a model), unless the user set their switch."""
+    if not sys.stderr.isatty():
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

@@ -154,3 +154,57 @@ def per_case_dice_figure(
 
 def save_per_case_dice(path: str | Path, case_ids: Sequence[str], dice: Sequence[float], **kwargs: Any) -> Path:
     return save_figure(per_case_dice_figure(case_ids, dice, **kwargs), path)
+
+
+def uncertainty_figure(
+    image: Any, label: Any, prediction: Any, entropy: Any, *, spatial_dims: int, title: str = "", **kwargs: Any
+) -> Any:
+    """`draw_overlay`'s three panels and a fourth: the image under the normalised entropy map
+    (0 transparent-dark to 1 bright, 'magma'), with a colour bar; 3D shows the same slice in all four."""
+    plt = _pyplot()
+    h = _spatial(_array(entropy).astype(np.float32), spatial_dims)
+    z = None
+    if spatial_dims == 3:
+        z = pick_slice(_spatial(_array(label), 3), _spatial(_array(prediction), 3), h.shape[-1])
+        h = h[..., z]
+    img, _, _, where = _slices(image, label, prediction, spatial_dims, z)
+    fig, axes = plt.subplots(1, 4, figsize=(12.8, 3.6), squeeze=False)
+    draw_overlay(axes[0][:3], image, label, prediction, spatial_dims=spatial_dims, slice_index=z, **kwargs)
+    fig.suptitle(f"{title}{where}", fontsize=10)
+    ax = axes[0][3]
+    lo, hi = np.percentile(img, [0.5, 99.5]) if img.size else (0, 1)
+    ax.imshow(img.T, cmap="gray", vmin=lo, vmax=hi, origin="lower")
+    shown = ax.imshow(h.T, cmap="magma", vmin=0.0, vmax=1.0, alpha=0.6, origin="lower", interpolation="nearest")
+    fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.02)
+    ax.set_title("uncertainty (entropy / log K)", fontsize=9)
+    ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def save_uncertainty(path: str | Path, image: Any, label: Any, prediction: Any, entropy: Any, **kwargs: Any) -> Path:
+    """`uncertainty_figure` written to `path` as PNG."""
+    return save_figure(uncertainty_figure(image, label, prediction, entropy, **kwargs), path)
+
+
+def score_scatter_figure(scores: Sequence[float], dice: Sequence[float], threshold: float | None = None) -> Any:
+    """The QC score of each case against its Dice, the review threshold as a line, flagged cases in red."""
+    plt = _pyplot()
+    s, d = np.asarray(scores, dtype=float), np.asarray(dice, dtype=float)
+    flagged = s >= threshold if threshold is not None else np.zeros(len(s), dtype=bool)
+    fig, ax = plt.subplots(figsize=(4.6, 3.6))
+    ax.scatter(s[~flagged], d[~flagged], s=18, color="tab:blue", label="accepted")
+    if flagged.any():
+        ax.scatter(s[flagged], d[flagged], s=22, color="tab:red", marker="s", label="REVIEW")
+    if threshold is not None:
+        ax.axvline(threshold, color="tab:red", linestyle="--", linewidth=1, label=f"threshold {threshold:.3f}")
+    ax.set_xlabel("QC score (higher: less sure)")
+    ax.set_ylabel("Dice (foreground mean)")
+    ax.set_title("QC score against Dice, validation cases", fontsize=10)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def save_score_scatter(path: str | Path, scores: Sequence[float], dice: Sequence[float], **kwargs: Any) -> Path:
+    return save_figure(score_scatter_figure(scores, dice, **kwargs), path)

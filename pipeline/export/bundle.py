@@ -103,7 +103,9 @@ def write_json(path: str | Path, data: Any) -> None:
 def _optional_fields(
     cfg: Config, manifest: Manifest, net: Any, ckpt: dict[str, Any], report: dict[str, Any], checkpoints: Sequence[Path]
 ) -> dict[str, Any]:
-    """The metadata block's optional fields: parity report, provenance, label codes, watershed, fingerprint."""
+    """The metadata block's optional fields: parity report, provenance, label codes, watershed, fingerprint,
+    the QC review threshold and temperature (from the evaluate stage's metrics.json)."""
+    from pipeline.evaluation.quality import export_fields
     from pipeline.inference.instances import WatershedSettings
     from pipeline.io.digests import weights_digest
 
@@ -122,6 +124,7 @@ def _optional_fields(
         "provenance": provenance,
         "label_codes": label_codes(cfg, manifest.labels),
         "instances": watershed.to_dict() if watershed else None,
+        "quality": export_fields(_eval_metrics(cfg)),
     }
     fingerprint = Path(cfg.preprocess.output_dir) / "fingerprint.json"
     if fingerprint.is_file():  # the predictor's out-of-distribution check compares each input with it

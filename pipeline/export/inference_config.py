@@ -114,9 +114,11 @@ def inference_config(up: PipelineSection) -> dict[str, Any]:
         "postprocessing": {"_target_": "Compose", "transforms": post},
         # a seeded watershed's instance image beside each mask (null: none), as the predictor writes it
         "instances": up.instances,
+        # a U-Net layer (e.g. "decoders.-1", the last decoder block) for Grad-CAM maps beside each mask; null: none
+        "explain": None,
         "run": [
             "$infer_all(@dataset, @network, @inferer, @postprocessing, @device, "
             "seg_to=(@output_dir if @output_format == 'dicom-seg' else None), bundle_root=@bundle_root, "
-            "instances=@instances, instances_to=@output_dir)"
+            "instances=@instances, instances_to=@output_dir, explain=@explain, explain_to=@output_dir)"
         ],
     }

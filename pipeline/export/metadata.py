@@ -173,7 +173,7 @@ def build_metadata(
         channel_names, modality: what the input channels are.
         opset: the ONNX opset.
         extra: the block's optional fields (`verification`, `provenance`, `label_codes`, `instances`,
-            `training_fingerprint`).
+            `training_fingerprint`, `quality`).
         eval_metrics: the evaluate stage's metrics, for MONAI's `eval_metrics`.
 
     Raises:
@@ -200,6 +200,7 @@ def build_metadata(
         label_codes=dict(extra.pop("label_codes", None) or {}),
         instances=extra.pop("instances", None),
         training_fingerprint=extra.pop("training_fingerprint", None),
+        quality=extra.pop("quality", None),
         recorded={**_recorded(m, preprocessing, inference, opset), **extra},
     )
     return BundleMetadata(_standard_fields(name, version, section, eval_metrics), section)

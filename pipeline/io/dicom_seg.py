@@ -162,8 +162,15 @@ def _segment_descriptions(segments: Sequence[SegmentSpec], algorithm: Algorithm)
     return out
 
 
-def build_seg(frames: np.ndarray, sources: Sequence[Any], segments: Sequence[SegmentSpec], algorithm: Algorithm) -> Any:
-    """A highdicom Segmentation: BINARY, frames on the sources (same order), empty frames kept."""
+def build_seg(
+    frames: np.ndarray,
+    sources: Sequence[Any],
+    segments: Sequence[SegmentSpec],
+    algorithm: Algorithm,
+    content_description: str | None = None,
+) -> Any:
+    """A highdicom Segmentation: BINARY, frames on the sources (same order), empty frames kept;
+    `content_description` (e.g. the predictor's QC score and verdict) at most 64 characters."""
     import highdicom as hd
 
     present = {int(v) for v in np.unique(frames)} - {0}
@@ -186,6 +193,7 @@ def build_seg(frames: np.ndarray, sources: Sequence[Any], segments: Sequence[Seg
         device_serial_number=algorithm.version[:64],
         series_description=f"{algorithm.name} segmentation"[:64],
         omit_empty_frames=False,
+        content_description=content_description[:64] if content_description else None,
     )
 
 
@@ -196,6 +204,7 @@ def write_seg(
     source_files: Sequence[str | Path],
     segments: Sequence[SegmentSpec],
     algorithm: Algorithm,
+    content_description: str | None = None,
 ) -> Path:
     """Write the SEG of `mask` (source geometry) for the series in `source_files`; atomic."""
     from pipeline.io.atomic import atomic_write
@@ -203,7 +212,7 @@ def write_seg(
     path = Path(path)
     sources = read_series_headers(source_files)
     frames = frames_on_source_grid(mask, ras_affine, sources, where=str(Path(source_files[0]).parent))
-    seg = build_seg(frames, sources, segments, algorithm)
+    seg = build_seg(frames, sources, segments, algorithm, content_description)
     with atomic_write(path) as tmp:
         seg.save_as(str(tmp))
     return path

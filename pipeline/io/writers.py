@@ -80,11 +80,12 @@ def to_sitk(array: Any, affine: Any) -> sitk.Image:
     return image
 
 
-def write_image(array: Any, affine_or_meta: Any, path: str | Path) -> Path:
+def write_image(array: Any, affine_or_meta: Any, path: str | Path, description: str | None = None) -> Path:
     """Write `array` with the geometry of `affine_or_meta` (a RAS affine, MetaTensor or meta dict).
 
     `array` is `(x, y[, z])` or channel-first `(C, x, y[, z])` (C=1 is squeezed; C>1 becomes a
-    vector image). The file appears atomically.
+    vector image). The file appears atomically. `description` goes into the header's free text
+    (NIfTI `descrip`, at most 79 characters; ITK's file notes elsewhere).
     """
     path = Path(path)
     suffix = full_suffix(path)
@@ -96,6 +97,8 @@ def write_image(array: Any, affine_or_meta: Any, path: str | Path) -> Path:
     if suffix in (".png", ".tif", ".tiff"):
         arr = _integer_image(arr, path)
     image = to_sitk(arr, affine_or_meta)
+    if description:
+        image.SetMetaData("ITK_FileNotes", description[:79])
     if suffix == ".mhd":  # header + separate data file: write both under their final names
         _write_mhd(image, path)
         return path

@@ -29,6 +29,7 @@ class Outcome:
     output: str = ""
     detail: str = ""
     seconds: float = 0.0
+    qc: str = ""  # the QC score and its verdict (REVIEW, ok, or - without an exported threshold)
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,9 @@ def _predict_case(predictor: Predictor, case: Case, out_dir: Path, fmt: str) -> 
             case.path, out_dir / f"{case.name}{suffix}", series_uid=case.series.uid if case.series else None
         )
         note = f"{out} (warning: {'; '.join(predictor.last_findings)})" if predictor.last_findings else str(out)
-        return Outcome(case.name, "ok", note, seconds=time.perf_counter() - t0)
+        verdict = predictor.last_verdict
+        qc = f"{verdict.score:.4f} {verdict.flag}" if verdict is not None else ""
+        return Outcome(case.name, "ok", note, seconds=time.perf_counter() - t0, qc=qc)
     except PipelineError as exc:
         return Outcome(case.name, "failed", detail=str(exc), seconds=time.perf_counter() - t0)
     except Exception as exc:  # one unreadable case must not end the batch; report it by name
@@ -211,11 +214,14 @@ def predict_folder(
 
 
 def summary_table(outcomes: list[Outcome]) -> str:
-    """A plain-text table: case, status, seconds, output or reason; then the counts."""
-    rows = [(o.case, o.status, f"{o.seconds:.1f}", o.output or o.detail) for o in outcomes]
-    widths = [max(len(r[i]) for r in [("case", "status", "s", "output / reason"), *rows]) for i in range(3)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(("case", "status", "s"), widths)) + "  output / reason"]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r[:3], widths)) + "  " + r[3] for r in rows]
+    """A plain-text table: case, status, seconds, QC score and verdict, output or reason; then the
+    counts (and how many cases to review)."""
+    head = ("case", "status", "s", "qc")
+    rows = [(o.case, o.status, f"{o.seconds:.1f}", o.qc, o.output or o.detail) for o in outcomes]
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths)) + "  output / reason"]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1] for r in rows]
     counts = {s: sum(o.status == s for o in outcomes) for s in ("ok", "skipped", "failed")}
-    lines.append(f"{counts['ok']} ok, {counts['skipped']} skipped, {counts['failed']} failed")
+    review = sum(o.qc.endswith("REVIEW") for o in outcomes)
+    lines.append(f"{counts['ok']} ok, {counts['skipped']} skipped, {counts['failed']} failed; {review} to review")
     return "\n".join(lines)

@@ -22,13 +22,22 @@ def infer_all(
     bundle_root: str | None = None,
     instances: dict[str, Any] | None = None,
     instances_to: str | None = None,
+    explain: str | None = None,
+    explain_to: str | None = None,
 ) -> list[Any]:
     """Run `inferer(image[None], network)` on every preprocessed item and post-process it; with
     `seg_to`, also write a DICOM SEG of each mask there (the item's source must be a DICOM series
     folder); with `instances` (the metadata's watershed), also the instance image into
-    `instances_to`. The DICOM and watershed parts run here, in Python, never inside the network."""
+    `instances_to`; with `explain` (a U-Net layer, e.g. `decoders.-1`), Grad-CAM maps into
+    `explain_to` (`predict.explain.BundleExplainer`). The DICOM, watershed and Grad-CAM parts run
+    here, in Python, never inside the network."""
     import torch
 
+    explainer = None
+    if explain:
+        from pipeline.predict.explain import BundleExplainer
+
+        explainer = BundleExplainer(network, bundle_root or ".", explain)
     results = []
     with torch.no_grad():
         for item in dataset:
@@ -37,6 +46,8 @@ def infer_all(
             item["pred"] = torch.as_tensor(pred)[0].detach().cpu()
             if instances:
                 _write_instances(item, postprocessing, instances, Path(instances_to or "."))
+            if explainer is not None:
+                explainer(item, dataset.transform, Path(explain_to or "."))
             out = postprocessing(item)
             if seg_to is not None:
                 _write_seg(out, Path(seg_to), Path(bundle_root or "."))

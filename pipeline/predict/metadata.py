@@ -45,6 +45,7 @@ KEY_ORDER = (
     "label_codes",
     "instances",
     "training_fingerprint",
+    "quality",
 )
 
 
@@ -64,6 +65,9 @@ class PipelineSection:
     label_codes: dict[str, Any] = field(default_factory=dict)
     instances: dict[str, Any] | None = None
     training_fingerprint: dict[str, Any] | None = None
+    # the QC score's review threshold and the kept temperature (`pipeline.evaluation.quality.export_fields`);
+    # None in exports made before issue 29, which then print the score without a verdict
+    quality: dict[str, Any] | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
     verification: dict[str, Any] = field(default_factory=dict)
     recorded: dict[str, Any] = field(default_factory=dict)
@@ -75,6 +79,18 @@ class PipelineSection:
     @property
     def in_channels(self) -> int:
         return self.model_args.in_channels
+
+    @property
+    def review_threshold(self) -> float | None:
+        """The QC score at or past which a case is printed `REVIEW` (None: the export has none)."""
+        value = (self.quality or {}).get("threshold")
+        return None if value is None else float(value)
+
+    @property
+    def temperature(self) -> float | None:
+        """The temperature the evaluate stage fitted and kept (None: probabilities used as they are)."""
+        value = (self.quality or {}).get("temperature")
+        return None if value is None else float(value)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PipelineSection:

@@ -14,6 +14,7 @@ from typing import Any
 
 from pipeline.predict.errors import PredictError
 from pipeline.predict.metadata import find_metadata, read_metadata
+from pipeline.predict.quality import Verdict, assess
 
 __all__ = ["PredictError", "Predictor", "predict_file", "read_input", "read_metadata"]
 
@@ -67,6 +68,9 @@ class Predictor:
         device: str = "cpu",
         strict: bool = False,
         light: bool = True,
+        explain: bool = False,
+        explain_layer: str | None = None,
+        uncertainty: bool = False,
     ) -> None:
         from pipeline.inference.instances import WatershedSettings
         from pipeline.inference.settings import InferenceSettings
@@ -93,6 +97,15 @@ class Predictor:
         self.last_instances: Path | None = None
         self.strict = strict  # refuse (rather than warn about) inputs unlike the training data
         self.last_findings: list[str] = []
+        self.explainer = None  # Grad-CAM maps beside each mask (`pipeline.predict.explain`)
+        if explain:
+            from pipeline.predict.explain import Explainer
+
+            self.explainer = Explainer(self.model_path, self.settings, device, explain_layer)
+        self.last_explanations: list[Path] = []
+        self.uncertainty = uncertainty  # write the entropy map beside each mask (`pipeline.predict.quality`)
+        self.last_uncertainty: Path | None = None
+        self.last_verdict: Verdict | None = None  # the last case's QC score and REVIEW flag
 
     @property
     def spatial_dims(self) -> int:
@@ -104,7 +117,8 @@ class Predictor:
         """Segment one image (file or DICOM series folder) and write the mask atomically: in the
         input's geometry, or as a DICOM SEG (`.dcm`) referencing the input series. A model exported
         with `evaluate.instances: watershed` also writes `<name>_instances<suffix>` beside an image
-        mask (`last_instances`)."""
+        mask (`last_instances`). Every case gets a QC score (`last_verdict`); with `uncertainty`, its
+        entropy map goes beside the mask (`last_uncertainty`)."""
         from pipeline.io import SEG_SUFFIX, WRITABLE_SUFFIXES, full_suffix, write_image
 
         output_path = Path(output_path)
@@ -133,16 +147,41 @@ class Predictor:
 
             mask, prob = predict_case(image, self.net, spec, self.settings, progress=progress)
         self.last_instances = None
+        self.last_explanations = self.explainer(image, image_path, series_uid, output_path) if self.explainer else []
+        calibrated, self.last_verdict = assess(prob, mask, self.up)
         if as_seg:
             from pipeline.predict.seg_output import write_prediction_seg
 
-            return write_prediction_seg(output_path, mask, image, image_path, self.meta, self.model_path, series_uid)
-        if self.instances is not None:
-            from pipeline.inference.instances import instances_path, watershed_instances
+            qc = self.last_verdict.description()
+            out = write_prediction_seg(output_path, mask, image, image_path, self.meta, self.model_path, series_uid, qc)
+        else:
+            if self.instances is not None:
+                from pipeline.inference.instances import instances_path, watershed_instances
 
-            cut = watershed_instances(prob, self.instances)
-            self.last_instances = write_image(cut[None], image, instances_path(output_path))
-        return write_image(mask, image, output_path)  # atomic: temp file, then rename
+                cut = watershed_instances(prob, self.instances)
+                self.last_instances = write_image(cut[None], image, instances_path(output_path))
+            out = write_image(mask, image, output_path)  # atomic: temp file, then rename
+        self.last_uncertainty = self._write_uncertainty(
+            out, calibrated, image, image_path if as_seg else None, series_uid
+        )
+        return out
+
+    def _write_uncertainty(
+        self, out: Path, calibrated: Any, image: Any, series_dir: str | Path | None, series_uid: str | None
+    ) -> Path | None:
+        """With `uncertainty`, the entropy map beside the mask `out`: NIfTI, or a DICOM Parametric Map
+        beside a SEG (`series_dir`: the SEG's source series)."""
+        from pipeline.predict.quality import write_uncertainty, write_uncertainty_pmap
+
+        if not self.uncertainty:
+            return None
+        assert self.last_verdict is not None
+        if series_dir is None:
+            return write_uncertainty(out, calibrated, image, self.settings, self.up, self.last_verdict)
+        from pipeline.predict.seg_output import algorithm_from_metadata
+
+        context = (self.settings, self.up, algorithm_from_metadata(self.meta, self.model_path))
+        return write_uncertainty_pmap(out, calibrated, image, series_dir, context, self.last_verdict, series_uid)
 
     def _check_distribution(self, image: Any, image_path: str | Path, series_uid: str | None) -> None:
         """Warn (or, strict, refuse) when the input lies far outside the training fingerprint."""

@@ -67,8 +67,10 @@ def write_prediction_seg(
     meta: BundleMetadata,
     model_path: str | Path,
     series_uid: str | None = None,
+    description: str | None = None,
 ) -> Path:
-    """The SEG of `mask` (the predictor's output, in `image`'s geometry) for the series read from `series_dir`."""
+    """The SEG of `mask` (the predictor's output, in `image`'s geometry) for the series read from
+    `series_dir`; `description` is its ContentDescription (the predictor puts the QC verdict there)."""
     import numpy as np
 
     from pipeline.io import dicom_series_files
@@ -85,4 +87,5 @@ def write_prediction_seg(
     arr = np.asarray(mask)
     arr = arr[0] if arr.ndim == 4 else arr
     affine = np.asarray(image.affine, dtype=np.float64)
-    return write_seg(output, arr, affine, files, segments, algorithm_from_metadata(meta, model_path))
+    algorithm = algorithm_from_metadata(meta, model_path)
+    return write_seg(output, arr, affine, files, segments, algorithm, description)

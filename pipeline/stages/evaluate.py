@@ -5,8 +5,11 @@ With several members (`train.members`, a K-fold ensemble) the members' probabili
 Predicts every case of the manifest's `val` split from its raw source image, in the source
 geometry, and scores it against the raw label (`pipeline.evaluation.held_out`). Writes
 `predictions/<id>.nii.gz`, `reports/metrics.csv` (per case, per class), `reports/metrics.json` (what
-`dvc metrics show` prints), `reports/per_case_dice.csv` (DVC plot) and `reports/figures/`, and logs
-them to the pipeline's MLflow run. Run as `unet-pipeline evaluate [-c params.yaml] [-S key=value]`.
+`dvc metrics show` prints), `reports/per_case_dice.csv` (DVC plot, with each case's QC score) and
+`reports/figures/` (overlays, uncertainty overlays, QC score against Dice), and logs them to the
+pipeline's MLflow run. metrics.json also says how well the QC score finds the bad masks and how
+calibrated the probabilities are (`pipeline.evaluation.quality`); the export carries the review
+threshold and the temperature. Run as `unet-pipeline evaluate [-c params.yaml] [-S key=value]`.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ def run(cfg: Config, checkpoint: str | Path | None = None, device: str | None = 
     import torch
 
     from pipeline.data.manifest import load_manifest
+    from pipeline.evaluation.case_quality import CaseQuality
     from pipeline.evaluation.held_out import score_held_out, write_figures, write_reports
     from pipeline.inference import InferenceSettings
     from pipeline.inference.instances import WatershedSettings, boundary_index
@@ -52,13 +56,16 @@ def run(cfg: Config, checkpoint: str | Path | None = None, device: str | None = 
     ):
         if cfg.evaluate.runtime == "onnxruntime":
             net = _onnx_twin(cfg, net, model_args, manifest, settings, Path(tmp) / "model.onnx")
-        scores = score_held_out(manifest, net, settings, pred_dir, boundary, instances)
+        quality = CaseQuality(Path(tmp) / "quality")
+        scores = score_held_out(manifest, net, settings, pred_dir, boundary, instances, quality)
+        scores.quality = quality.finish(scores.per_case)
         summary = write_reports(reports, scores, manifest.labels)
-        figures = write_figures(reports / "figures", manifest, pred_dir, scores)
+        figures = write_figures(reports / "figures", manifest, pred_dir, scores, quality)
     log_evaluation(cfg, reports, summary, figures, settings.to_dict())
     dice, iou = summary.get("dice_mean_foreground", float("nan")), summary.get("iou_mean_foreground", float("nan"))
     n = len(scores.per_case)
     print(f"evaluate: {n} cases, mean foreground Dice {dice:.4f}, IoU {iou:.4f} -> {reports / 'metrics.json'}")
+    _print_quality(summary)
     if scores.instance:
         print(
             f"evaluate: V_Rand {summary['v_rand_thinned']:.4f}, V_Info {summary['v_info_thinned']:.4f} (after thinning)"
@@ -68,6 +75,21 @@ def run(cfg: Config, checkpoint: str | Path | None = None, device: str | None = 
             f"evaluate: V_Rand {summary['v_rand_watershed']:.4f}, V_Info {summary['v_info_watershed']:.4f} "
             f"(watershed instances in {cfg.evaluate.predictions_dir}/instances/)"
         )
+
+
+def _print_quality(summary: dict[str, float]) -> None:
+    """The QC score's power to find the worst cases, and the calibration, in two lines."""
+    q = summary
+    flagged = f"{q['qc_flagged']:.0%}"
+    print(
+        f"evaluate: QC score vs Dice: Spearman {q['qc_spearman']:+.3f}, AUROC {q['qc_auroc']:.3f} for the worst "
+        f"10 %; REVIEW at score >= {q['qc_threshold']:.4f} flags {flagged} of the cases"
+    )
+    kept = "kept" if q["temperature_kept"] else "not kept: it does not lower the ECE"
+    print(
+        f"evaluate: calibration near the structures: ECE {q['calibration_ece_before']:.4f} -> "
+        f"{q['calibration_ece_after']:.4f} at temperature {q['temperature']:.3f} ({kept})"
+    )
 
 
 def _onnx_twin(

@@ -227,10 +227,13 @@ def run_stage(root: Path, name: str, **kwargs: Any) -> dict[str, Any]:
     }
 
 
-def bundle_run(exported: Path, image: Path, out_dir: Path, pattern: str = "*.nii.gz") -> Path:
+def bundle_run(
+    exported: Path, image: Path, out_dir: Path, pattern: str = "*.nii.gz", extra: tuple[str, ...] = ()
+) -> Path:
     """`python -m monai.bundle run` of an exported bundle on one image, as MONAI Label / Deploy would
     start it, in an interpreter where this project (and any package outside MONAI's own set) cannot be
-    imported; returns the one output file matching `pattern` in `out_dir`."""
+    imported; returns the one output file matching `pattern` in `out_dir`. `extra`: more arguments
+    (config overrides such as `--explain decoders.-1`)."""
     env = {**os.environ, "PYTHONPATH": str(MONAI_ONLY)}  # the bundle must not need this project
     cmd = [
         sys.executable,
@@ -247,6 +250,7 @@ def bundle_run(exported: Path, image: Path, out_dir: Path, pattern: str = "*.nii
         str(image),
         "--output_dir",
         str(out_dir),
+        *extra,
     ]
     proc = subprocess.run(
         cmd,

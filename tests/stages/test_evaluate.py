@@ -17,8 +17,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers.evaluation import pipeline_env, pipeline_workdir
+from helpers.faults import cli, digests, one_error_line, pipeline_copy, truncate
 
-FIGURES = ("best", "median", "worst", "per_case_dice")
+FIGURES = (
+    "best",
+    "median",
+    "worst",
+    "per_case_dice",
+    "uncertainty_best",
+    "uncertainty_median",
+    "uncertainty_worst",
+    "qc_score_vs_dice",
+)
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +126,57 @@ def test_figures_are_real_pngs(workdir) -> None:
         img = mpimg.imread(str(path))
         assert img.ndim == 3 and min(img.shape[:2]) > 50
         assert float(img.std()) > 0.01, f"{path} is blank"
+
+
+def test_qc_score_and_calibration_agree_with_a_recount(workdir) -> None:
+    """metrics.json's QC and calibration numbers, recomputed here from the stage's own checkpoint run
+    through `predict_case` on the raw files: each case's qc_score (per_case_dice.csv) is the score of
+    its probabilities after the kept temperature; Spearman and AUROC are those of the CSV's columns;
+    the ECE before is that of the voxels near the structures; the temperature is kept only if it
+    lowers the ECE."""
+    from scipy import stats
+
+    from pipeline.evaluation.quality import band_sample, expected_calibration_error, worst_cases
+    from pipeline.inference.case import load_source_image, predict_case
+    from pipeline.inference.settings import InferenceSettings
+    from pipeline.inference.uncertainty import apply_temperature, quality_score
+    from pipeline.model.args import ModelArgs
+    from pipeline.training.checkpoint import load_trained_net
+
+    cfg, root, manifest = workdir
+    reports = root / cfg.evaluate.reports_dir
+    summary = json.loads((reports / "metrics.json").read_text())
+    qc_keys = ("qc_spearman", "qc_auroc", "qc_threshold", "qc_flagged")
+    cal_keys = ("calibration_ece_before", "calibration_ece_after", "temperature", "temperature_kept")
+    assert list(summary)[-8:] == [*qc_keys, *cal_keys], "new keys after the existing ones"
+    kept = summary["temperature"] if summary["temperature_kept"] else None
+    assert bool(summary["temperature_kept"]) == (summary["calibration_ece_after"] < summary["calibration_ece_before"])
+
+    net, ckpt = load_trained_net(root / cfg.train.member_dir(0) / "best.pt", "cpu")
+    settings = InferenceSettings.from_config(cfg, ModelArgs.from_dict(ckpt["model_args"]))
+    rows = {r["case"]: r for r in _read_csv(reports / "per_case_dice.csv")}
+    samples, truths = [], []
+    for case in _val_cases(manifest):
+        mask, prob = predict_case(case["source_images"], net, manifest["preprocessing"], settings)
+        label = np.asarray(load_source_image([case["source_label"]]))[0]
+        want = quality_score(apply_temperature(prob, kept), mask)
+        assert float(rows[case["id"]]["qc_score"]) == pytest.approx(want, abs=1e-5)
+        sample, truth = band_sample(prob, label, np.asarray(mask)[0])
+        samples.append(sample)
+        truths.append(truth)
+    ece = expected_calibration_error(np.concatenate(samples), np.concatenate(truths))
+    assert summary["calibration_ece_before"] == pytest.approx(ece, abs=1e-6)
+
+    score = [float(r["qc_score"]) for r in rows.values()]
+    dice = [float(r["dice"]) for r in rows.values()]
+    rho = stats.spearmanr(score, dice)[0]
+    assert summary["qc_spearman"] == pytest.approx(0.0 if np.isnan(rho) else rho, abs=1e-9)
+    worst = worst_cases(dice)
+    pairs = [(a > b) + 0.5 * (a == b) for a, w in zip(score, worst) if w for b, v in zip(score, worst) if not v]
+    assert summary["qc_auroc"] == pytest.approx(np.mean(pairs) if pairs else 0.5)
+    flagged = [s >= summary["qc_threshold"] for s in score]
+    assert sum(f for f, w in zip(flagged, worst) if w) >= 0.75 * worst.sum()  # most of the worst cases flagged
+    assert summary["qc_flagged"] == pytest.approx(np.mean(flagged))
 
 
 def test_mlflow_run_holds_eval_metrics_and_figures(workdir) -> None:
@@ -234,6 +295,9 @@ def test_onnxruntime_evaluate_writes_the_torch_masks(workdir, capsys: pytest.Cap
 
     import nibabel as nib
 
+    pattern = str(Path(tempfile.gettempdir()) / "evaluate-onnx-*")
+    before = set(glob.glob(pattern))  # a run SIGKILLed elsewhere leaves its own behind
+
     from pipeline.stages import evaluate
 
     cfg, root, manifest = workdir
@@ -250,4 +314,21 @@ def test_onnxruntime_evaluate_writes_the_torch_masks(workdir, capsys: pytest.Cap
     want = json.loads((root / cfg.evaluate.reports_dir / "metrics.json").read_text())
     got = json.loads((root / "reports_ort" / "metrics.json").read_text())
     assert got["dice_mean_foreground"] == pytest.approx(want["dice_mean_foreground"], abs=1e-9)
-    assert not glob.glob(str(Path(tempfile.gettempdir()) / "evaluate-onnx-*"))
+    assert set(glob.glob(pattern)) <= before
+
+
+def test_truncated_best_pt_is_named_at_evaluate(tmp_path: Path, tmp_path_factory, monkeypatch, capsys) -> None:
+    """A best.pt cut short for real: `unet-pipeline evaluate` exits 2 with one line naming it and
+    what to do, and writes no predictions and no reports."""
+    pipeline_copy(tmp_path_factory, tmp_path)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    truncate(tmp_path / "checkpoints" / "fold_0" / "best.pt")
+    reports = digests(tmp_path / "reports")
+    code, err = cli(["evaluate", "-c", "cfg.yaml"], capsys)
+    line = one_error_line(err)
+    assert code == 2
+    assert "checkpoint checkpoints/fold_0/best.pt is truncated or corrupt (" in line
+    assert "delete checkpoints/fold_0/last.pt and checkpoints/fold_0/best.pt and run the train stage again" in line
+    assert not (tmp_path / "predictions").exists()
+    assert digests(tmp_path / "reports") == reports
