@@ -116,9 +116,12 @@ def inference_config(up: PipelineSection) -> dict[str, Any]:
         "instances": up.instances,
         # a U-Net layer (e.g. "decoders.-1", the last decoder block) for Grad-CAM maps beside each mask; null: none
         "explain": None,
+        # true: each mask's entropy map, sidecar and QC verdict beside it, as `predict --uncertainty`
+        "uncertainty": False,
         "run": [
             "$infer_all(@dataset, @network, @inferer, @postprocessing, @device, "
             "seg_to=(@output_dir if @output_format == 'dicom-seg' else None), bundle_root=@bundle_root, "
-            "instances=@instances, instances_to=@output_dir, explain=@explain, explain_to=@output_dir)"
+            "instances=@instances, instances_to=@output_dir, explain=@explain, explain_to=@output_dir, "
+            "uncertainty=@uncertainty, uncertainty_to=@output_dir)"
         ],
     }

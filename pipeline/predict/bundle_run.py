@@ -24,13 +24,17 @@ def infer_all(
     instances_to: str | None = None,
     explain: str | None = None,
     explain_to: str | None = None,
+    uncertainty: bool = False,
+    uncertainty_to: str | None = None,
 ) -> list[Any]:
     """Run `inferer(image[None], network)` on every preprocessed item and post-process it; with
     `seg_to`, also write a DICOM SEG of each mask there (the item's source must be a DICOM series
     folder); with `instances` (the metadata's watershed), also the instance image into
     `instances_to`; with `explain` (a U-Net layer, e.g. `decoders.-1`), Grad-CAM maps into
-    `explain_to` (`predict.explain.BundleExplainer`). The DICOM, watershed and Grad-CAM parts run
-    here, in Python, never inside the network."""
+    `explain_to` (`predict.explain.BundleExplainer`); with `uncertainty`, each mask's entropy map,
+    JSON sidecar and QC verdict (printed, `REVIEW` past the export's threshold) into `uncertainty_to`,
+    as `predict --uncertainty` writes them. The DICOM, watershed, Grad-CAM and QC parts run here, in
+    Python, never inside the network."""
     import torch
 
     explainer = None
@@ -48,6 +52,8 @@ def infer_all(
                 _write_instances(item, postprocessing, instances, Path(instances_to or "."))
             if explainer is not None:
                 explainer(item, dataset.transform, Path(explain_to or "."))
+            if uncertainty:
+                _write_uncertainty(item, postprocessing, inferer, Path(uncertainty_to or "."), Path(bundle_root or "."))
             out = postprocessing(item)
             if seg_to is not None:
                 _write_seg(out, Path(seg_to), Path(bundle_root or "."))
@@ -68,17 +74,43 @@ def _write_seg(item: dict[str, Any], out_dir: Path, bundle_root: Path) -> Path:
     )
 
 
-def _write_instances(item: dict[str, Any], postprocessing: Any, instances: dict[str, Any], out_dir: Path) -> Path:
-    """The watershed's instance image, cut from the probabilities on the source grid: the bundle's
-    own post-processing up to its `Invertd` (softmax first when the inferer returns logits)."""
+def _source_probabilities(item: dict[str, Any], postprocessing: Any) -> Any:
+    """The probabilities on the source grid: the bundle's own post-processing up to its `Invertd`
+    (softmax first when the inferer returns logits), on a copy of the prediction."""
     from monai.transforms import Compose, Invertd
-
-    from pipeline.inference.instances import WatershedSettings, instances_path, watershed_instances
-    from pipeline.io import write_image
 
     steps = list(postprocessing.transforms)
     upto = next(i for i, t in enumerate(steps) if isinstance(t, Invertd)) + 1
-    prob = Compose(steps[:upto])({**item, "pred": item["pred"].clone()})["pred"]
+    return Compose(steps[:upto])({**item, "pred": item["pred"].clone()})["pred"]
+
+
+def _write_uncertainty(
+    item: dict[str, Any], postprocessing: Any, inferer: Any, out_dir: Path, bundle_root: Path
+) -> Path:
+    """The entropy map and sidecar of the mask the bundle writes (`<source>_seg.nii.gz`), with the
+    export's temperature and review threshold (`predict.quality`); prints the case's QC line."""
+    import numpy as np
+
+    from pipeline.io.suffixes import strip_image_suffix
+    from pipeline.predict.metadata import load_metadata_file
+    from pipeline.predict.quality import assess, write_uncertainty
+
+    up = load_metadata_file(bundle_root / "configs" / "metadata.json").pipeline
+    prob = _source_probabilities(item, postprocessing)
+    calibrated, verdict = assess(prob, np.argmax(np.asarray(prob.detach().cpu()), axis=0), up)
+    source = Path(str(item["image"].meta["filename_or_obj"]))
+    mask_path = out_dir / f"{strip_image_suffix(source.name)}_seg.nii.gz"
+    out = write_uncertainty(mask_path, calibrated, prob, inferer.settings, up, verdict)
+    print(f"{source.name}: {verdict}", flush=True)
+    return out
+
+
+def _write_instances(item: dict[str, Any], postprocessing: Any, instances: dict[str, Any], out_dir: Path) -> Path:
+    """The watershed's instance image, cut from the probabilities on the source grid."""
+    from pipeline.inference.instances import WatershedSettings, instances_path, watershed_instances
+    from pipeline.io import write_image
+
+    prob = _source_probabilities(item, postprocessing)
     cut = watershed_instances(prob, WatershedSettings.from_dict(instances))
     source = Path(str(item["image"].meta["filename_or_obj"]))
     return write_image(cut[None], prob, instances_path(out_dir / source.name, suffix=".nii.gz"))

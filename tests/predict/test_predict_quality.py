@@ -181,3 +181,31 @@ def test_dicom_series_gets_a_parametric_map_and_the_score_in_the_seg(tmp_path: P
         want = values[idx[:, 2], idx[:, 1], idx[:, 0]].reshape(int(ds.Rows), int(ds.Columns))
         np.testing.assert_allclose(frames[f], want, atol=1e-6)
     assert 0.0 <= frames.min() and frames.max() <= 1.0 and frames.max() > 0
+
+
+def test_the_bundle_writes_the_same_map_and_verdict(tmp_path: Path, exported_model: Path) -> None:
+    """`python -m monai.bundle run ... --uncertainty true` in a MONAI-only interpreter (the bundle's own
+    scripts/): beside its mask, the predictor's entropy map and sidecar, with the same QC verdict."""
+    import nibabel as nib
+    from helpers.export import bundle_run
+
+    from pipeline.predict.predictor import Predictor
+
+    image = _workdir_case(exported_model, "worst")
+    predictor = Predictor(exported_model.parent, uncertainty=True)
+    predictor.predict(image, tmp_path / "predictor" / "case_seg.nii.gz")
+    assert predictor.last_uncertainty is not None
+    out = tmp_path / "bundle"
+    mapped = bundle_run(
+        exported_model.parent, image, out, pattern="*_uncertainty.nii.gz", extra=("--uncertainty", "true")
+    )
+    stem = image.name.removesuffix(".nii.gz")
+    assert sorted(p.name for p in out.iterdir()) == [f"{stem}_seg.nii.gz", f"{stem}_seg_uncertainty.json", mapped.name]
+    ours, theirs = nib.load(str(mapped)), nib.load(str(predictor.last_uncertainty))
+    np.testing.assert_allclose(ours.affine, theirs.affine, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(ours.dataobj), np.asarray(theirs.dataobj), atol=2e-3)
+    bundle_info = json.loads((out / f"{stem}_seg_uncertainty.json").read_text())
+    predictor_info = json.loads(predictor.last_uncertainty.with_name("case_seg_uncertainty.json").read_text())
+    assert bundle_info["review"] is predictor_info["review"] is True
+    assert bundle_info["qc_threshold"] == predictor_info["qc_threshold"]
+    assert abs(bundle_info["qc_score"] - predictor_info["qc_score"]) < 1e-3
