@@ -290,7 +290,12 @@ HARMLESS_WARNINGS = (
 
 # loggers that say the same harmless thing through `logging` instead: logger name -> highest level
 # kept quiet (MONAI's DICOM reader logs the missing GPU decoder once per reader it builds)
-HARMLESS_LOGGERS = {"monai.data.nvimgcodec_pydicom_plugin": logging.WARNING}
+HARMLESS_LOGGERS = {
+    "monai.data.nvimgcodec_pydicom_plugin": logging.WARNING,
+    # MLflow's sqlite store logs the traceback of a database error and then raises it: the raise is
+    # what the user sees (one line for a full disk, `_tracking_store_full`; a traceback otherwise)
+    "mlflow.store.db.utils": logging.ERROR,
+}
 
 
 def quiet_harmless_warnings() -> None:
@@ -316,7 +321,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        full = _tracking_store_full(exc)
+        if full is None or args.debug or os.environ.get("UNET_PIPELINE_DEBUG"):
+            raise
+        print(f"error: {full}", file=sys.stderr)
+        return 2
     return 0
+
+
+def _tracking_store_full(exc: Exception) -> Exception | None:
+    """A local tracking store's full disk (sqlite's `disk I/O error`) as one line naming its file."""
+    if "mlflow" not in sys.modules:
+        return None
+    import mlflow
+
+    from pipeline.tracking.store_errors import store_full_error
+
+    return store_full_error(exc, mlflow.get_tracking_uri())
 
 
 if __name__ == "__main__":
