@@ -8,7 +8,6 @@ module, and experiments that `dvc exp show` / `dvc metrics diff` can compare.
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 import stage_deps
 import yaml
+from helpers.dvc_repo import copy_repo
 
 pytestmark = pytest.mark.slow  # real subprocess runs: make test-fast skips this module
 
@@ -33,23 +33,7 @@ def _run(cmd: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Completed
 @pytest.fixture(scope="module")
 def fresh_repo(tmp_path_factory, repo_root) -> Path:
     """A fresh git repo holding exactly what a clone of this working tree would (tracked + unignored files)."""
-    dest = tmp_path_factory.mktemp("clone") / "repo"
-    files = (
-        subprocess.run(
-            ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=repo_root, capture_output=True, check=True
-        )
-        .stdout.decode()
-        .split("\0")
-    )
-    for rel in filter(None, files):
-        src = repo_root / rel
-        if src.is_file():
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / rel)
-    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=dest, check=True)
-    subprocess.run(["git", "add", "-A"], cwd=dest, check=True)
-    subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "clone"], cwd=dest, check=True)
-    return dest
+    return copy_repo(repo_root, tmp_path_factory.mktemp("clone") / "repo")
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.io.dicom_seg import Algorithm, frames_on_source_grid, read_series_headers
+from pipeline.io.dicom_seg import Algorithm, equipment_fields, frames_on_source_grid, read_series_headers
 
 LUT_LABEL = "ENTROPY"
 LUT_EXPLANATION = "normalised predictive entropy H/log K"
@@ -40,10 +40,7 @@ def build_parametric_map(frames: np.ndarray, sources: Sequence[Any], algorithm: 
         series_number=series_number,
         sop_instance_uid=hd.UID(),
         instance_number=1,
-        manufacturer=algorithm.manufacturer,
-        manufacturer_model_name=algorithm.name[:64],
-        software_versions=algorithm.software,
-        device_serial_number=algorithm.version[:64],
+        **equipment_fields(algorithm),
         contains_recognizable_visual_features=False,
         real_world_value_mappings=[mapping],
         voi_lut_transformations=[hd.VOILUTTransformation(window_center=0.5, window_width=1.0)],

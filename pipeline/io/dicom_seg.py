@@ -187,14 +187,22 @@ def build_seg(
         series_number=series_number,
         sop_instance_uid=hd.UID(),
         instance_number=1,
-        manufacturer=algorithm.manufacturer,
-        manufacturer_model_name=algorithm.name[:64],
-        software_versions=algorithm.software,
-        device_serial_number=algorithm.version[:64],
+        **equipment_fields(algorithm),
         series_description=f"{algorithm.name} segmentation"[:64],
         omit_empty_frames=False,
         content_description=content_description[:64] if content_description else None,
     )
+
+
+def equipment_fields(algorithm: Any) -> dict[str, str]:
+    """The equipment attributes of an object the algorithm derived (SEG, Parametric Map): who made
+    it, which model and version; DICOM caps the last two at 64 characters."""
+    return {
+        "manufacturer": algorithm.manufacturer,
+        "manufacturer_model_name": algorithm.name[:64],
+        "software_versions": algorithm.software,
+        "device_serial_number": algorithm.version[:64],
+    }
 
 
 def write_seg(
