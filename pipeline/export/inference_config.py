@@ -1,8 +1,8 @@
 """The bundle's `configs/inference.json`: a MONAI bundle config equivalent to the standalone predictor.
 
-It loads an image, applies the recorded preprocessing chain, runs `models/model.ts` with MONAI's
-sliding window (a 'same' net without TTA) or the pipeline's overlap-tile inferer, inverts to the
-source grid and writes a NIfTI mask (and, for a DICOM series, a SEG).
+It loads an image, applies the recorded preprocessing chain, runs `models/model.ts` with the
+pipeline's inferer (whole-image tile, overlap-tile or sliding window, TTA: as `predict`), inverts
+to the source grid and writes a NIfTI mask (and, for a DICOM series, a SEG).
 """
 
 from __future__ import annotations
@@ -16,33 +16,19 @@ from pipeline.predict.metadata import PipelineSection
 BUNDLE_TS = "models/model.ts"
 
 
-def _inferer(settings: Mapping[str, Any], depth: int, padding: str) -> dict[str, Any]:
-    """MONAI's own sliding window for a 'same' net without TTA; else the pipeline's inferer."""
-    if padding == "same" and not settings.get("tta"):
-        # the window pipeline.inference uses on an image at least as large as the tile (a smaller
-        # image: pipeline.inference shrinks the window, MONAI pads)
-        from pipeline.inference.windows import window_size
-
-        return {
-            "_target_": "SlidingWindowInferer",
-            "roi_size": list(window_size(settings["tile_size"], settings["tile_size"], depth)),
-            "sw_batch_size": int(settings["batch_size"]),
-            "overlap": float(settings["overlap"]),
-            "mode": settings["blend"],
-            "padding_mode": "constant",
-            "cval": 0.0,
-        }
-    # overlap-tile, or TTA: the pipeline's own inference, which returns probabilities
+def _inferer(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The pipeline's own inferer, whatever the padding: the whole-image tile when the image fits
+    `inference.whole_image_mb`, else the pipeline's windows, as `predict` and the evaluate stage run
+    it. MONAI's `SlidingWindowInferer` tiles every image, so on a trained hippocampus model its masks
+    differed from predict's on 0.5 % of the voxels (benchmarks/README.md, "Clinical tools, on a
+    trained model")."""
     return {"_target_": f"{PACKAGE}.predict.inferer.UNetInferer", "settings": dict(settings)}
 
 
-def _postprocessing(returns_probabilities: bool, keep_largest: bool, num_classes: int) -> list[dict[str, Any]]:
-    """As pipeline.inference.case.predict_case: probabilities back to the source grid (linear
-    interpolation), then argmax, then the optional largest-component clean-up, then the file."""
-    post: list[dict[str, Any]] = []
-    if not returns_probabilities:
-        post.append({"_target_": "Activationsd", "keys": "pred", "softmax": True})
-    post += [
+def _postprocessing(keep_largest: bool, num_classes: int) -> list[dict[str, Any]]:
+    """As pipeline.inference.case.predict_case: the inferer's probabilities back to the source grid
+    (linear interpolation), then argmax, then the optional largest-component clean-up, then the file."""
+    post: list[dict[str, Any]] = [
         {
             "_target_": "Invertd",
             "keys": "pred",
@@ -87,8 +73,8 @@ def inference_config(up: PipelineSection) -> dict[str, Any]:
     `--input_image <DICOM series folder> --output_format dicom-seg` also writes a DICOM SEG.
     """
     s = up.inference
-    inferer = _inferer(s, up.model_args.depth, up.model_args.padding)
-    post = _postprocessing(inferer["_target_"] != "SlidingWindowInferer", bool(s.get("keep_largest")), len(up.labels))
+    inferer = _inferer(s)
+    post = _postprocessing(bool(s.get("keep_largest")), len(up.labels))
     return {
         # MONAI binds `import a.b` under the name "a.b", which an expression cannot use: import the names.
         # scripts/ is the bundle's own copy of the pipeline code these need (export.bundle_scripts).

@@ -105,23 +105,28 @@ def test_bundle_run_predict_onnx_ts_and_evaluate_give_one_mask(workdir, val_case
 
 
 def test_bundle_run_equals_predictor_on_3d_same_lps_case(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A 3D same-padding model (MONAI's SlidingWindowInferer in the bundle) on an LPS, anisotropic case
-    that the recorded spec reorients to RAS and resamples: bundle mask == predictor mask, in the
-    source geometry."""
+    """A 3D same-padding model on an LPS, anisotropic case that the recorded spec reorients to RAS and
+    resamples: bundle mask == predictor mask, in the source geometry, and the probabilities behind
+    them the same (the entropy maps of `--uncertainty`: MONAI's SlidingWindowInferer, which tiles an
+    image the predictor runs whole, moved them by up to 0.5 and a trained model's mask with them)."""
     import SimpleITK as sitk
     from helpers.export import run_stage
 
-    from pipeline.predict.predictor import predict_file
+    from pipeline.predict.predictor import Predictor
 
     monkeypatch.chdir(tmp_path)  # MLflow artifacts (./mlruns) of this workspace's own sqlite store
     info = run_stage(tmp_path / "ws", "3d-same", registered_model_name="unet-test-3d")
     exported, image = info["exported"], info["val_image"]
     config = json.loads((exported / "configs/inference.json").read_text())
-    assert config["inferer"]["_target_"] == "SlidingWindowInferer"
+    assert config["inferer"]["_target_"] == "scripts.unet_pipeline.predict.inferer.UNetInferer"
     assert config["preprocessing_spec"]["orientation"] == "RAS" and config["preprocessing_spec"]["spacing"]
 
-    bundle_mask, bundle_affine = _mask(bundle_run(exported, image, tmp_path / "bundle_out"))
-    pred_path = predict_file(exported / "model.onnx", image, tmp_path / "pred.nii.gz")
+    bundle_out = tmp_path / "bundle_out"
+    extra = ("--uncertainty", "true")
+    bundle_mask, bundle_affine = _mask(bundle_run(exported, image, bundle_out, "*_seg.nii.gz", extra))
+    pred_path = Predictor(exported / "model.onnx", uncertainty=True).predict(image, tmp_path / "pred.nii.gz")
+    bundle_map = _mask(next(bundle_out.glob("*_uncertainty.nii.gz")))[0]
+    np.testing.assert_allclose(bundle_map, _mask(tmp_path / "pred_uncertainty.nii.gz")[0], atol=1e-4)
     pred_mask, pred_affine = _mask(pred_path)
     source, source_affine = _mask(image)
     assert bundle_mask.shape == pred_mask.shape == source.shape
