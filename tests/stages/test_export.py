@@ -25,6 +25,16 @@ from helpers.faults import (
 )
 
 
+@pytest.fixture(autouse=True)
+def _mlflow_uri_reset():
+    """An in-process stage leaves MLflow's global tracking URI on this test's store; later tests
+    (tests/tracking) must find theirs through MLFLOW_TRACKING_URI again."""
+    yield
+    import mlflow
+
+    mlflow.set_tracking_uri(None)
+
+
 def test_truncated_best_pt_is_named_at_export(tmp_path: Path, tmp_path_factory, monkeypatch, capsys) -> None:
     pipeline_copy(tmp_path_factory, tmp_path)
     monkeypatch.chdir(tmp_path)
@@ -47,7 +57,10 @@ def test_export_write_on_a_full_disk(tmp_path: Path, tmp_path_factory, monkeypat
     assert cli(["export", "-c", "cfg.yaml"], capsys)[0] == 0
     before = digests(exported)
     sizes = {p: p.stat().st_size for p in exported.rglob("*") if p.is_file()}
-    limit = max(sizes.values()) - 512  # just below the largest file (model.ts): every other one fits
+    # half the largest file: model.ts's size moves by more than 512 bytes between exports (its embedded
+    # verification block), so a limit just below it could let it pass; what is written before the two
+    # models is far smaller, and the tracking store is written only after the whole bundle
+    limit = max(sizes.values()) // 2
     too_big = sorted(p.relative_to(tmp_path).as_posix() for p, n in sizes.items() if n > limit)
     limited = run_limited(["export", "-c", "cfg.yaml"], limit, tmp_path)
     line = one_error_line(limited.stderr)
