@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -69,30 +68,15 @@ def main() -> None:
     else:
         print(f"MONAI Deploy: skipped ({SDK_PYTHON} or {args.dicom} absent)")
 
-    from predict.test_served import _assert_same_mask, _b64, _free_port, _post, _stop, _wait_for_ping
+    from helpers.mlflow_serve import assert_same_mask, b64, post, serving
 
     logged = json.loads((exported / "mlflow.json").read_text())
     uri = f"models:/{logged['served_model_name']}/{logged['served_model_version']}"
-    port, log = _free_port(), out / "serve.log"
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", uri, "--env-manager", "local"]
-    with log.open("wb") as f:
-        proc = subprocess.Popen(
-            [*cmd, "-h", "127.0.0.1", "-p", str(port)],
-            stdout=f,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
-    try:
-        _wait_for_ping(proc, port, log)
-        status, answer = _post(port, _b64(image))
+    with serving(uri, out / "serve.log") as (port, _):
+        status, answer = post(port, b64(image))
         assert status == 200, answer
-        (out / "served").mkdir(exist_ok=True)
-        _assert_same_mask(answer["predictions"][0]["mask"], ref, out / "served")
+        assert_same_mask(answer["predictions"][0]["mask"], ref, out / "served")
         print("mlflow models serve POST: mask equal to predict's")
-    finally:
-        _stop(proc)
     emit_result("clinical_tools_min_agreement_with_predict", min([equal, *dice]), 0.99, "fraction / Dice")
 
 

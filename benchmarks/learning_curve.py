@@ -13,6 +13,12 @@ minutes, log scale) are drawn from whatever `--results` holds.
     .venv/bin/python benchmarks/learning_curve.py --probe
     .venv/bin/python benchmarks/learning_curve.py --budgets 15 30 60 120 --recipes light nnunet
     .venv/bin/python benchmarks/learning_curve.py --report      # the table and the plot only
+
+`--peer nnunet` adds nnU-Net v2 (3d_fullres, fold 0 = the same split; `benchmarks/peers/`, its own
+venv from `setup_nnunet.sh`) at each budget, trained for that many wall minutes (its trainer stops
+on the clock, so run it on an idle machine); `--recipes` with no value runs the peer alone:
+
+    .venv/bin/python benchmarks/learning_curve.py --budgets 15 30 60 --recipes --peer nnunet
 """
 
 from __future__ import annotations
@@ -24,12 +30,14 @@ import sys
 import time
 from pathlib import Path
 
-from common import REPO, emit_result, machine_info, markdown_table
+from common import REPO, cpu_cores, emit_result, machine_info, markdown_table, shared_data_dir
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "learning_curve.jsonl"
 PROBE = HERE / "results" / "learning_curve_probe.json"
 PLOT = HERE / "results" / "learning_curve.png"
+N_VAL = 40  # accuracy_hippocampus.py's split: the last 40 sorted cases validate
+PEER_ROW = "nnU-Net v2"  # the `recipe` column of the peer's rows
 
 
 def _run(recipe: str, epochs: int, workdir: Path, extra: list[str]) -> dict:
@@ -59,12 +67,34 @@ def probe(recipes: list[str], workdir: Path, extra: list[str]) -> dict[str, floa
     return out
 
 
+def _run_peer(budget: float, workdir: Path) -> dict:
+    """nnU-Net v2 trained for `budget` wall minutes on the same import and split; its result row."""
+    from accuracy_common import import_data, imported_ids, prepare_workdir
+    from peers.nnunet import run_peer
+
+    wd = prepare_workdir(workdir)
+    import_data(shared_data_dir() / "hippocampus-mri", wd / "data")
+    ids = imported_ids(wd / "data")
+    split = {"train": ids[:-N_VAL], "val": ids[-N_VAL:]}
+    labels = json.loads((wd / "data" / "dataset.json").read_text())["labels"]
+    class_names = sorted(labels, key=labels.get)
+    peer = run_peer(wd / "data", split, class_names, wd, budget * 60, threads=cpu_cores())
+    return {"epochs": peer.epochs, "train_min": peer.train_s / 60, "val_mean_dice": peer.mean_dice}
+
+
+def _append(row: dict) -> None:
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    with RESULTS.open("a") as fh:
+        fh.write(json.dumps(row) + "\n")
+    print(json.dumps(row), flush=True)
+
+
 def report() -> None:
     rows = [json.loads(line) for line in RESULTS.read_text().splitlines() if line.strip()] if RESULTS.is_file() else []
     if not rows:
         raise SystemExit(f"error: no results in {RESULTS}; run some budgets first")
     table = [
-        [r["recipe"], r["budget_min"], r["epochs"], r["train_min"], r["ours"], r.get("when", "")]
+        [r["recipe"], r["budget_min"], r["epochs"], r["train_min"], r["val_mean_dice"], r.get("when", "")]
         for r in sorted(rows, key=lambda r: (r["recipe"], r["budget_min"]))
     ]
     print(
@@ -74,7 +104,7 @@ def report() -> None:
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for recipe in sorted({r["recipe"] for r in rows}):
-        pts = sorted((r["budget_min"], r["ours"]) for r in rows if r["recipe"] == recipe)
+        pts = sorted((r["budget_min"], r["val_mean_dice"]) for r in rows if r["recipe"] == recipe)
         ax.plot(*zip(*pts), marker="o", label=recipe)
     ax.set_xscale("log")
     ax.set_xlabel("training budget (idle CPU-minutes, log)")
@@ -84,8 +114,10 @@ def report() -> None:
     fig.tight_layout()
     fig.savefig(PLOT, dpi=120)
     print(f"plot: {PLOT}")
-    best = max(rows, key=lambda r: r["ours"])
-    emit_result("hippocampus_learning_curve_best_val_mean_dice", best["ours"], best.get("baseline", 0.895), "Dice")
+    ours = [r for r in rows if r["recipe"] != PEER_ROW]
+    if ours:
+        best = max(ours, key=lambda r: r["val_mean_dice"])
+        emit_result("hippocampus_learning_curve_best_val_mean_dice", best["val_mean_dice"], best["baseline"], "Dice")
 
 
 def main() -> None:
@@ -93,7 +125,8 @@ def main() -> None:
     p.add_argument("--probe", action="store_true", help="time one epoch of each recipe (idle machine) and stop")
     p.add_argument("--report", action="store_true", help="only print the table and draw the plot")
     p.add_argument("--budgets", type=float, nargs="+", default=[15, 30, 60, 120], help="idle CPU-minutes")
-    p.add_argument("--recipes", nargs="+", default=["light", "nnunet"], choices=["light", "nnunet"])
+    p.add_argument("--recipes", nargs="*", default=["light", "nnunet"], choices=["light", "nnunet"])
+    p.add_argument("--peer", choices=["nnunet"], default=None, help="also nnU-Net v2 at each budget (idle machine)")
     p.add_argument("--workdir", type=Path, default=Path("/tmp/learning_curve"), help="one sub-folder per run")
     p.add_argument("-S", "--set", action="append", default=[], help="further config overrides for every run")
     args = p.parse_args()
@@ -113,10 +146,12 @@ def main() -> None:
             print(f"== {recipe} at {budget:g} min: {epochs} epochs", flush=True)
             r = _run(recipe, epochs, args.workdir / f"{recipe}_{budget:g}", extra)
             row = {"recipe": recipe, "budget_min": budget, "epochs": epochs, "train_min": sum(r["epoch_s"]) / 60}
-            row.update(ours=r["ours"], baseline=r["baseline"], when=time.strftime("%Y-%m-%d"), overrides=args.set)
-            with RESULTS.open("a") as fh:
-                fh.write(json.dumps(row) + "\n")
-            print(json.dumps(row), flush=True)
+            row.update(val_mean_dice=r["ours"], baseline=r["baseline"], when=time.strftime("%Y-%m-%d"))
+            _append({**row, "overrides": args.set})
+        if args.peer:
+            print(f"== nnU-Net v2 at {budget:g} min", flush=True)
+            row = _run_peer(budget, args.workdir / f"nnunetv2_{budget:g}")
+            _append({"recipe": PEER_ROW, "budget_min": budget, **row, "when": time.strftime("%Y-%m-%d")})
     report()
 
 

@@ -9,22 +9,13 @@ from __future__ import annotations
 import base64
 import gzip
 import json
-import os
 import re
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 from helpers.evaluation import pipeline_env, pipeline_workdir
-
-SERVE_START_TIMEOUT_S = 120  # measured: about 4 s to the first /ping on 2 CPU cores
+from helpers.mlflow_serve import assert_same_mask, b64, post, serving
 
 
 @pytest.fixture(scope="module")
@@ -43,22 +34,6 @@ def served(tmp_path_factory: pytest.TempPathFactory):
         image = root / cfg.data.root / "imagesTr" / f"{case['id']}_0000.nii.gz"
         reference = Predictor(exported).predict(image, tmp_path_factory.mktemp("reference") / "mask.nii.gz")
         yield cfg, exported, uri, image, reference
-
-
-def _b64(path: Path) -> str:
-    return base64.b64encode(path.read_bytes()).decode("ascii")
-
-
-def _assert_same_mask(encoded: str, reference: Path, tmp_path: Path) -> None:
-    """The base64 mask equals the reference file voxel for voxel, on the same grid."""
-    import nibabel as nib
-
-    got = tmp_path / f"got_{len(list(tmp_path.iterdir()))}.nii.gz"
-    got.write_bytes(base64.b64decode(encoded))
-    a, b = nib.load(str(got)), nib.load(str(reference))
-    assert a.shape == b.shape and a.get_data_dtype() == b.get_data_dtype()
-    np.testing.assert_array_equal(np.asarray(a.dataobj), np.asarray(b.dataobj))
-    np.testing.assert_allclose(a.affine, b.affine, atol=1e-6)
 
 
 def _volume_3d(path: Path) -> Path:
@@ -91,11 +66,11 @@ def test_pyfunc_mask_equals_predict(served, tmp_path: Path) -> None:
     nrrd = tmp_path / "scan.nrrd"
     sitk.WriteImage(sitk.ReadImage(str(image)), str(nrrd))
     base64_lines = base64.encodebytes(image.read_bytes()).decode("ascii")  # `base64 scan.nii.gz`: wrapped lines
-    rows = [_b64(image), _b64(nrrd), str(image), base64_lines]
+    rows = [b64(image), b64(nrrd), str(image), base64_lines]
     out = model.predict(pd.DataFrame({"image": rows}))
     assert list(out.columns) == ["mask"] and len(out) == len(rows)
     for encoded in out["mask"]:
-        _assert_same_mask(encoded, reference, tmp_path)
+        assert_same_mask(encoded, reference, tmp_path / "got")
 
 
 @pytest.mark.parametrize(
@@ -125,7 +100,7 @@ def test_a_bad_row_is_named_and_an_empty_cell_refused(served) -> None:
     _, _, uri, image, _ = served
     model = mlflow.pyfunc.load_model(uri)
     with pytest.raises(MlflowException, match=r"^image 1: not an image: the bytes are not NIfTI"):
-        model.predict(pd.DataFrame({"image": [_b64(image), "bm90IGFuIGltYWdl"]}))
+        model.predict(pd.DataFrame({"image": [b64(image), "bm90IGFuIGltYWdl"]}))
     with pytest.raises(MlflowException, match=r"^image: expected a base64-encoded image .*, got an empty string$"):
         model.predict(pd.DataFrame({"image": [" "]}))
 
@@ -142,84 +117,24 @@ def test_the_size_limit_is_model_config(served) -> None:
     assert mlflow.pyfunc.load_model(uri).model_config == {"max_voxels": MAX_VOXELS}
     small = mlflow.pyfunc.load_model(uri, model_config={"max_voxels": 1000})
     with pytest.raises(MlflowException, match=r"^image: too large: \d+ x \d+ voxels \([\d,]+\), at most 1,000 "):
-        small.predict(pd.DataFrame({"image": [_b64(image)]}))
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _post(port: int, cell: str) -> tuple[int, dict]:
-    body = json.dumps({"dataframe_split": {"columns": ["image"], "data": [[cell]]}}).encode()
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", body, {"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read())
-
-
-def _wait_for_ping(proc: subprocess.Popen, port: int, log: Path) -> float:
-    """Seconds until /ping answers 200; fails with the server's log if it exits or times out."""
-    start = time.monotonic()
-    while time.monotonic() - start < SERVE_START_TIMEOUT_S:
-        assert proc.poll() is None, f"mlflow models serve exited ({proc.returncode}):\n{log.read_text()[-3000:]}"
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as response:
-                if response.status == 200:
-                    return time.monotonic() - start
-        except OSError:  # not listening yet
-            pass
-        time.sleep(0.25)
-    pytest.fail(f"mlflow models serve: no /ping within {SERVE_START_TIMEOUT_S} s:\n{log.read_text()[-3000:]}")
+        small.predict(pd.DataFrame({"image": [b64(image)]}))
 
 
 def test_mlflow_models_serve_answers_a_scan_with_its_mask(served, tmp_path: Path) -> None:
     _, _, uri, image, reference = served
-    port, log = _free_port(), tmp_path / "serve.log"
-    venv_bin = str(Path(sys.executable).parent)  # uvicorn, which `mlflow models serve` runs, lives here
-    env = dict(os.environ, PATH=f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}")
-    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", uri, "--env-manager", "local"]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [*command, "-h", "127.0.0.1", "-p", str(port)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,  # its own process group: the uvicorn child goes down with it
-        )
-    try:
-        started = _wait_for_ping(proc, port, log)
+    with serving(uri, tmp_path / "serve.log") as (port, started):
         print(f"mlflow models serve: /ping after {started:.1f} s")
-        status, answer = _post(port, _b64(image))
+        status, answer = post(port, b64(image))
         assert status == 200, answer
-        _assert_same_mask(answer["predictions"][0]["mask"], reference, tmp_path)
+        assert_same_mask(answer["predictions"][0]["mask"], reference, tmp_path / "got")
 
         bad = {
             "bm90IGFuIGltYWdl": r"^image: not an image",
-            _b64(_volume_3d(tmp_path / "volume.nii.gz")): r"^image: a 3D image .* but the model is 2D$",
+            b64(_volume_3d(tmp_path / "volume.nii.gz")): r"^image: a 3D image .* but the model is 2D$",
             _huge_header(): r"^image: too large: 30000 x 30000 voxels",
         }
         for cell, message in bad.items():
-            status, answer = _post(port, cell)
+            status, answer = post(port, cell)
             assert status == 400 and answer["error_code"] == "INVALID_PARAMETER_VALUE", answer
             assert "\n" not in answer["message"], answer["message"]
             assert re.search(message, answer["message"]), answer["message"]
-    finally:
-        _stop(proc)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """SIGTERM to the server's process group (the one this test started), SIGKILL if it lingers."""
-    for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, None)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
+from helpers.ports import free_port
 from helpers.training import LABELS, make_config, prepare_data
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -126,12 +126,6 @@ def test_mlflow_client_reads_the_training_run(
 # -- the team-server path -----------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _get(base: str, route: str, **query: str) -> Any:
     url = f"{base}{route}?{urllib.parse.urlencode(query)}" if query else f"{base}{route}"
     with urllib.request.urlopen(url, timeout=30) as resp:
@@ -142,7 +136,7 @@ def _get(base: str, route: str, **query: str) -> Any:
 @pytest.fixture
 def mlflow_server(tmp_path: Path):
     """A real `mlflow server` (1 worker, sqlite backend, proxied artifacts) on a free local port."""
-    port = _free_port()
+    port = free_port()
     log = open(tmp_path / "server.log", "wb")
     cmd = [
         str(Path(sys.executable).parent / "mlflow"),

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from helpers.ports import free_port
 from helpers.training import make_config, prepare_data
 
 pytestmark = pytest.mark.slow  # real subprocess runs: make test-fast skips this module
@@ -78,14 +79,6 @@ def test_torchrun_two_processes_one_run(
     assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == [1]
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _checkpoint_digest(path: Path) -> str:
     from pipeline.io.digests import weights_digest
     from pipeline.model import UNet
@@ -117,7 +110,7 @@ def test_torchrun_two_nodes_c10d_identical_weights(
         "PYTHONUNBUFFERED": "1",
     }
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(repo_root), env.get("PYTHONPATH")]))
-    port = _free_port()
+    port = free_port()
     node = [
         str(torchrun),
         "--nnodes",
