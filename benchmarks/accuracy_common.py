@@ -283,6 +283,27 @@ def eval_scores(cfg: Any) -> dict[tuple[str, str], dict[str, float]]:
         return {(r["case"], r["class"]): {"dice": float(r["dice"]), "iou": float(r["iou"])} for r in csv.DictReader(fh)}
 
 
+def quality_tables(cfg: Any) -> str:
+    """The evaluate stage's QC figures (issue 29) as it wrote them: qc_spearman, qc_auroc, the review
+    threshold and the calibration error before / after the temperature (`reports/metrics.json`), then
+    one row per validation case: Dice, QC score, flagged (`reports/per_case_dice.csv`)."""
+    import csv
+
+    reports = Path(cfg.evaluate.reports_dir)
+    metrics = json.loads((reports / "metrics.json").read_text())
+    keys = ["qc_spearman", "qc_auroc", "qc_threshold", "qc_flagged", "calibration_ece_before", "calibration_ece_after"]
+    keys += ["temperature", "temperature_kept"]
+    summary = common.markdown_table(keys, [[metrics.get(k, float("nan")) for k in keys]])
+    with open(reports / "per_case_dice.csv", newline="") as fh:
+        cases = list(csv.DictReader(fh))
+    threshold = metrics.get("qc_threshold", math.inf)
+    rows = [
+        [c["case"], float(c["dice"]), float(c["qc_score"]), "REVIEW" if float(c["qc_score"]) >= threshold else "ok"]
+        for c in sorted(cases, key=lambda c: float(c["dice"]))
+    ]
+    return summary + "\n\n" + common.markdown_table(["case (worst Dice first)", "Dice", "QC score", "flag"], rows)
+
+
 def stage_table(times: dict[str, float]) -> str:
     rows = [[k, v, v / 60] for k, v in times.items()]
     rows.append(["total", sum(times.values()), sum(times.values()) / 60])

@@ -231,6 +231,9 @@ def main() -> None:
         )
     )
     print()
+    print("Which masks to check (issue 29; the evaluate stage's figures, reports/figures/):")
+    print(acc.quality_tables(cfg))
+    print()
     print(acc.stage_table(times))
     metric = "hippocampus_val_mean_dice_anterior_posterior"
     if args.peer is None:

@@ -157,11 +157,12 @@ def threshold_sweep(cfg: Any, class_names: list[str]) -> list[list[Any]]:
 
     from pipeline.evaluation.metrics import case_metrics
     from pipeline.inference import InferenceSettings, predict_probabilities
+    from pipeline.model.args import ModelArgs
     from pipeline.training.checkpoint import load_trained_net
 
     manifest = load_manifest(cfg.preprocess.output_dir)
     net, ckpt = load_trained_net(cfg.train.member_dir(0) / "best.pt", "cpu")
-    settings = InferenceSettings.from_config(cfg, ckpt["model_args"])
+    settings = InferenceSettings.from_config(cfg, ModelArgs.from_dict(ckpt["model_args"]))
     membrane = class_names.index("membrane")
     rows = []
     for split in ("val", "train"):
@@ -231,6 +232,9 @@ def main() -> None:
             ["split: slices", *(f"t={t}" for t in SWEEP_THRESHOLDS)], threshold_sweep(cfg, class_names)
         )
     )
+    print()
+    print("Which masks to check (issue 29; the evaluate stage's figures, reports/figures/):")
+    print(acc.quality_tables(cfg))
     print()
     print(acc.stage_table(times))
     common.emit_result(
