@@ -94,7 +94,14 @@ def report() -> None:
     if not rows:
         raise SystemExit(f"error: no results in {RESULTS}; run some budgets first")
     table = [
-        [r["recipe"], r["budget_min"], r["epochs"], r["train_min"], r["val_mean_dice"], r.get("when", "")]
+        [
+            r["recipe"],
+            f"{r['budget_min']:g}",
+            r["epochs"],
+            f"{r['train_min']:.1f}",
+            f"{r['val_mean_dice']:.4f}",
+            r["when"],
+        ]
         for r in sorted(rows, key=lambda r: (r["recipe"], r["budget_min"]))
     ]
     print(
