@@ -111,8 +111,11 @@ def report() -> None:
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for recipe in sorted({r["recipe"] for r in rows}):
-        pts = sorted((r["budget_min"], r["val_mean_dice"]) for r in rows if r["recipe"] == recipe)
-        ax.plot(*zip(*pts), marker="o", label=recipe)
+        # a run that predicted nothing (nnU-Net before its first epoch ends: Dice 0) is in the table only
+        runs = [r for r in rows if r["recipe"] == recipe and r["val_mean_dice"]]
+        pts = sorted((r["budget_min"], r["val_mean_dice"]) for r in runs)
+        if pts:
+            ax.plot(*zip(*pts), marker="o", label=recipe)
     ax.set_xscale("log")
     ax.set_xlabel("training budget (idle CPU-minutes, log)")
     ax.set_ylabel("validation mean Dice")
