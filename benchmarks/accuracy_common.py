@@ -289,6 +289,8 @@ def quality_tables(cfg: Any) -> str:
     one row per validation case: Dice, QC score, flagged (`reports/per_case_dice.csv`)."""
     import csv
 
+    from pipeline.inference.uncertainty import needs_review
+
     reports = Path(cfg.evaluate.reports_dir)
     metrics = json.loads((reports / "metrics.json").read_text())
     keys = ["qc_spearman", "qc_auroc", "qc_threshold", "qc_flagged", "calibration_ece_before", "calibration_ece_after"]
@@ -296,10 +298,11 @@ def quality_tables(cfg: Any) -> str:
     summary = common.markdown_table(keys, [[metrics.get(k, float("nan")) for k in keys]])
     with open(reports / "per_case_dice.csv", newline="") as fh:
         cases = list(csv.DictReader(fh))
-    threshold = metrics.get("qc_threshold", math.inf)
+    threshold = metrics.get("qc_threshold")
     rows = [
-        [c["case"], float(c["dice"]), float(c["qc_score"]), "REVIEW" if float(c["qc_score"]) >= threshold else "ok"]
+        [c["case"], float(c["dice"]), score, "REVIEW" if needs_review(score, threshold) else "ok"]
         for c in sorted(cases, key=lambda c: float(c["dice"]))
+        for score in [float(c["qc_score"])]
     ]
     return summary + "\n\n" + common.markdown_table(["case (worst Dice first)", "Dice", "QC score", "flag"], rows)
 

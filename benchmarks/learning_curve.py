@@ -36,7 +36,6 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "learning_curve.jsonl"
 PROBE = HERE / "results" / "learning_curve_probe.json"
 PLOT = HERE / "results" / "learning_curve.png"
-N_VAL = 40  # accuracy_hippocampus.py's split: the last 40 sorted cases validate
 PEER_ROW = "nnU-Net v2"  # the `recipe` column of the peer's rows
 
 
@@ -70,6 +69,7 @@ def probe(recipes: list[str], workdir: Path, extra: list[str]) -> dict[str, floa
 def _run_peer(budget: float, workdir: Path) -> dict:
     """nnU-Net v2 trained for `budget` wall minutes on the same import and split; its result row."""
     from accuracy_common import import_data, imported_ids, prepare_workdir
+    from accuracy_hippocampus import N_VAL  # its fixed split: the last N_VAL sorted cases validate
     from peers.nnunet import run_peer
 
     wd = prepare_workdir(workdir)
