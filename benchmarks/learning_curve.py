@@ -149,6 +149,10 @@ def main() -> None:
         return
     if not PROBE.is_file():
         raise SystemExit(f"error: {PROBE} missing: run with --probe on an idle machine first")
+    if args.peer:
+        from peers.nnunet import venv_python
+
+        venv_python()  # no nnU-Net venv: say so now, not after hours of our runs
     per_epoch = json.loads(PROBE.read_text())["seconds_per_epoch"]
     for budget in args.budgets:
         for recipe in args.recipes:
