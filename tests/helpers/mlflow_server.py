@@ -25,13 +25,25 @@ class MlflowServer:
     def uri(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 60.0) -> MlflowServer:
+    @property
+    def artifacts(self) -> Path:
+        """Where the server stores what clients upload over HTTP."""
+        return self.root / "artifacts"
+
+    def start(self, timeout: float = 90.0) -> MlflowServer:
         self.root.mkdir(parents=True, exist_ok=True)
         mlflow = str(Path(sys.executable).parent / "mlflow")
         cmd = [mlflow, "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]
         cmd += ["--backend-store-uri", f"sqlite:///{self.root / 'server.db'}"]
-        cmd += ["--artifacts-destination", str(self.root / "artifacts")]
-        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+        # clients upload artifacts over HTTP (mlflow-artifacts:/ URIs); the server stores them here
+        cmd += ["--serve-artifacts", "--artifacts-destination", str(self.artifacts)]
+        env = {
+            **os.environ,
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",  # no job-runner workers beside the one server
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+        }
+        env.pop("MLFLOW_TRACKING_URI", None)  # a test's client URI is not the server's own store
         log = open(self.root / "server.log", "ab")  # noqa: SIM115 - the server's lifetime, closed by stop()
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=env, start_new_session=True)
         deadline = time.monotonic() + timeout

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -16,7 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
-from helpers.ports import free_port
+from helpers.mlflow_server import MlflowServer
 from helpers.training import LABELS, make_config, prepare_data
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -136,90 +134,47 @@ def _get(base: str, route: str, **query: str) -> Any:
 @pytest.fixture
 def mlflow_server(tmp_path: Path):
     """A real `mlflow server` (1 worker, sqlite backend, proxied artifacts) on a free local port."""
-    port = free_port()
-    log = open(tmp_path / "server.log", "wb")
-    cmd = [
-        str(Path(sys.executable).parent / "mlflow"),
-        "server",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-        "--backend-store-uri",
-        f"sqlite:///{tmp_path / 'server.db'}",
-        # clients upload artifacts over HTTP (mlflow-artifacts:/ URIs); the server stores them here
-        "--serve-artifacts",
-        "--artifacts-destination",
-        str(tmp_path / "artifacts"),
-    ]
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
+    server = MlflowServer(tmp_path / "server").start()
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(
-                    f"mlflow server exited with {proc.returncode}:\n{(tmp_path / 'server.log').read_text()[-3000:]}"
-                )
-            try:
-                if _get(base, "/health") in (b"OK", "OK"):
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"mlflow server not healthy after 90 s:\n{(tmp_path / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield base
+        yield server
     finally:
-        # stop it by its PID: the whole process group (server + its worker)
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=20)
-        except ProcessLookupError:
-            pass
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-        log.close()
+        server.stop()
 
 
 @pytest.mark.slow
 def test_team_server_over_rest(
-    tmp_path: Path, data_cache: Path, mlflow_server: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, data_cache: Path, mlflow_server: MlflowServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from pipeline.stages.train import run
     from pipeline.tracking import read_run_ref
 
+    base = mlflow_server.uri
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", base)
     prepare_data(work, data_cache, dims=2)
     cfg = _short_config()
     run(cfg)
 
     ref = read_run_ref(work / cfg.train.member_dir(0))
-    assert ref is not None and ref.tracking_uri == mlflow_server
+    assert ref is not None and ref.tracking_uri == base
     assert not (work / "mlflow.db").exists() and not (work / "mlruns").exists()  # nothing went to a local store
 
-    got = _get(mlflow_server, "/api/2.0/mlflow/runs/get", run_id=ref.run_id)["run"]
+    got = _get(base, "/api/2.0/mlflow/runs/get", run_id=ref.run_id)["run"]
     assert got["info"]["status"] == "FINISHED"
     params = {p["key"]: p["value"] for p in got["data"]["params"]}
     tags = {t["key"]: t["value"] for t in got["data"]["tags"]}
     assert params["train.epochs"] == str(EPOCHS) and tags["config_name"] == cfg.name
     assert {m["key"] for m in got["data"]["metrics"]} >= set(_epoch_metrics())
-    hist = _get(mlflow_server, "/api/2.0/mlflow/metrics/get-history", run_id=ref.run_id, metric_key="train_loss")
+    hist = _get(base, "/api/2.0/mlflow/metrics/get-history", run_id=ref.run_id, metric_key="train_loss")
     assert sorted(int(m["step"]) for m in hist["metrics"]) == list(range(1, EPOCHS + 1))
 
-    found = _get(mlflow_server, "/api/2.0/mlflow/experiments/get-by-name", experiment_name=cfg.tracking.experiment)
+    found = _get(base, "/api/2.0/mlflow/experiments/get-by-name", experiment_name=cfg.tracking.experiment)
     exp_id = found["experiment"]["experiment_id"]
     assert found["experiment"]["artifact_location"].startswith("mlflow-artifacts:")
     req = urllib.request.Request(
-        f"{mlflow_server}/api/2.0/mlflow/runs/search",
+        f"{base}/api/2.0/mlflow/runs/search",
         data=json.dumps({"experiment_ids": [exp_id]}).encode(),
         headers={"Content-Type": "application/json"},
     )
@@ -228,7 +183,7 @@ def test_team_server_over_rest(
     assert [x["info"]["run_id"] for x in listed] == [ref.run_id]
 
     # the overlay went over HTTP into the server's artifact store, and comes back the same way
-    png = _get(mlflow_server, "/get-artifact", path="validation/val_overlays.png", run_uuid=ref.run_id)
+    png = _get(base, "/get-artifact", path="validation/val_overlays.png", run_uuid=ref.run_id)
     assert png[:8] == PNG_MAGIC
-    stored = list((tmp_path / "artifacts").rglob("val_overlays.png"))
+    stored = list(mlflow_server.artifacts.rglob("val_overlays.png"))
     assert len(stored) == 1 and stored[0].read_bytes() == png
