@@ -79,7 +79,16 @@ def _run_peer(budget: float, workdir: Path) -> dict:
     labels = json.loads((wd / "data" / "dataset.json").read_text())["labels"]
     class_names = sorted(labels, key=labels.get)
     peer = run_peer(wd / "data", split, class_names, wd, budget * 60, threads=cpu_cores())
-    return {"epochs": peer.epochs, "train_min": peer.train_s / 60, "val_mean_dice": peer.mean_dice}
+    startup_s = float(peer.extra.get("startup_s") or 0.0)
+    step_s = (peer.train_s - startup_s) / peer.iterations if peer.iterations else None
+    return {
+        "epochs": peer.epochs,
+        "iterations": peer.iterations,
+        "startup_s": startup_s,
+        "s_per_iteration": step_s,  # training steps and the per-epoch validation passes, start-up excluded
+        "train_min": peer.train_s / 60,
+        "val_mean_dice": peer.mean_dice,
+    }
 
 
 def _append(row: dict) -> None:

@@ -181,5 +181,5 @@ def run_peer(
         patch_size=list(trained["patch_size"]),
         infer_s_per_case=sum(seconds.values()) / len(seconds),
         plan_s=plan_s,
-        extra={"features": trained.get("features"), "log": str(log)},
+        extra={"features": trained.get("features"), "startup_s": trained.get("startup_s"), "log": str(log)},
     )

@@ -23,6 +23,7 @@ class nnUNetTrainerWallClock(nnUNetTrainer):  # noqa: N801 (nnU-Net's naming con
     max_epochs: int | None = None  # a second cap, for the --quick path
     started: float | None = None
     iterations_done: int = 0
+    startup_s: float = 0.0  # budget spent before the first training step (data loaders, workers)
 
     def configure(
         self, budget_s: float, iterations_per_epoch: int, val_iterations: int, max_epochs: int | None
@@ -51,6 +52,7 @@ class nnUNetTrainerWallClock(nnUNetTrainer):  # noqa: N801 (nnU-Net's naming con
         iterations is ~19 min on a 2-core CPU, too coarse to stop on)."""
         self.started = time.perf_counter()  # start-up (unpacking, network build) is paid from the budget
         self.on_train_start()
+        self.startup_s = self.elapsed()
         while not self.out_of_time() and (self.max_epochs is None or self.current_epoch < self.max_epochs):
             self.on_epoch_start()
             self.on_train_epoch_start()

@@ -48,6 +48,7 @@ def train(args: argparse.Namespace) -> None:
         "train_s": trainer.elapsed(),
         "epochs": trainer.current_epoch,
         "iterations": trainer.iterations_done,
+        "startup_s": trainer.startup_s,
         "iterations_per_epoch": trainer.num_iterations_per_epoch,
         "batch_size": trainer.batch_size,
         "patch_size": list(cm.patch_size),
