@@ -85,7 +85,7 @@ def _run_peer(budget: float, workdir: Path) -> dict:
         "epochs": peer.epochs,
         "iterations": peer.iterations,
         "startup_s": startup_s,
-        "s_per_iteration": step_s,  # training steps and the per-epoch validation passes, start-up excluded
+        "s_per_iteration": step_s,  # all after start-up (steps, validation passes, checkpoints) per step
         "train_min": peer.train_s / 60,
         "val_mean_dice": peer.mean_dice,
     }
