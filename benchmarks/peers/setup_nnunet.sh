@@ -3,7 +3,8 @@
 # (never in the project's): .venv-nnunet/ at the repository root, or $NNUNET_VENV.
 #
 # torch stays at the pinned CPU build through a constraints file: unconstrained, nnunetv2 pulls a
-# CUDA torch and its torchvision (see ../../shared/TOOLCHAIN.md). About 6 minutes, 1.5 GB.
+# CUDA torch and its torchvision (see ../../shared/TOOLCHAIN.md). The same file pins the libraries
+# that do nnU-Net's work, so peer timings compare across sessions. About 6 minutes, 1.5 GB.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
