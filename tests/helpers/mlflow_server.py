@@ -1,4 +1,4 @@
-"""A real `mlflow server` process on a free local port, for the tracking-outage tests."""
+"""A real `mlflow server` process on a free local port, for the REST and tracking-outage tests."""
 
 from __future__ import annotations
 
