@@ -8,6 +8,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import IO
 
 from helpers.ports import free_port
 
@@ -20,6 +21,12 @@ class MlflowServer:
         self.root = Path(root)
         self.port = port or free_port()
         self.proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def log(self) -> Path:
+        """The server's stdout and stderr, kept across restarts: what a failed start shows."""
+        return self.root / "server.log"
 
     @property
     def uri(self) -> str:
@@ -44,22 +51,26 @@ class MlflowServer:
             "MLFLOW_DISABLE_TELEMETRY": "true",
         }
         env.pop("MLFLOW_TRACKING_URI", None)  # a test's client URI is not the server's own store
-        log = open(self.root / "server.log", "ab")  # noqa: SIM115 - the server's lifetime, closed by stop()
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=env, start_new_session=True)
+        self._log = open(self.log, "ab")  # noqa: SIM115 - the server's lifetime, closed by stop()
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=self._log, env=env, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"mlflow server exited: {(self.root / 'server.log').read_text()[-2000:]}")
+                self.stop()
+                raise RuntimeError(f"mlflow server exited: {self.log.read_text()[-2000:]}")
             try:
                 with urllib.request.urlopen(self.uri + "/health", timeout=2):
                     return self
             except OSError:
                 time.sleep(0.5)
         self.stop()
-        raise RuntimeError(f"mlflow server did not answer within {timeout} s")
+        raise RuntimeError(f"mlflow server did not answer within {timeout} s: {self.log.read_text()[-2000:]}")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, 9)  # uvicorn's workers too
             self.proc.wait(timeout=30)
         self.proc = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
