@@ -17,7 +17,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -350,11 +350,21 @@ def print_header(title: str, args: Any, cfg: Any, times: dict[str, float], wd: P
 
 
 def start(
-    description: str, name: str, preset: str, dataset: str, must_exist: str, peers: Sequence[str] = ()
+    description: str,
+    name: str,
+    preset: str,
+    dataset: str,
+    must_exist: str,
+    peers: Sequence[str] = (),
+    extend: Callable[[argparse.ArgumentParser], None] | None = None,
 ) -> tuple[Any, Path, Path]:
-    """Parse the common options, set threads, find `<shared>/<dataset>` (it must hold `must_exist`)
-    and wipe the work dir; returns (args, source dataset folder, work dir)."""
-    args = accuracy_parser(description, name, preset, peers).parse_args()
+    """Parse the common options (plus what `extend` adds to the parser), set threads, find
+    `<shared>/<dataset>` (it must hold `must_exist`) and wipe the work dir; returns (args, source
+    dataset folder, work dir)."""
+    parser = accuracy_parser(description, name, preset, peers)
+    if extend is not None:
+        extend(parser)
+    args = parser.parse_args()
     setup_environment(args.threads)
     src = (args.shared_data or common.shared_data_dir()) / dataset
     if not (src / must_exist).exists():

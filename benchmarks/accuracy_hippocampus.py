@@ -22,6 +22,10 @@ beside nnU-Net, and the headline's baseline becomes nnU-Net's measured mean Dice
     .venv/bin/python benchmarks/accuracy_hippocampus.py [--quick] [--minutes 60 | --epochs N] [-S key=value ...]
         [--peer nnunet [--peer-minutes M]] [--ablation]
 
+`--fold K` validates on fold K of the preset's own split instead (`preprocess.folds` folds of all
+cases, shuffled with the config's seed: 44 cases spread over every id, 176 train); the fixed split
+above is the default because every earlier row used it. `cross_validation.py` runs every fold.
+
 `--ablation` trains the preset and then each of nnU-Net's levers on top of it (ABLATIONS: deep
 supervision, foreground oversampling at 1/3, SGD + Nesterov 0.99 + lr 1e-2 + poly), each at the
 same budget (`--minutes` / `--epochs`) in `<wd>/ablation/<variant>/`, and prints one row per variant.
@@ -195,18 +199,38 @@ def ablation(args: Any, import_src: Path, wd: Path, split_layer: Any) -> None:
     common.emit_result("hippocampus_ablation_best_mean_dice", best[-2], base, "Dice", best=best[0])
 
 
+def add_fold_option(parser: Any) -> None:
+    parser.add_argument(
+        "--fold",
+        type=int,
+        default=None,
+        help="validate on this fold of the preset's K-fold split (all cases, the config's seed) "
+        "instead of the fixed split (first 180 train, last 40 validate)",
+    )
+
+
 def main() -> None:
     args, src, wd = acc.start(
-        __doc__.splitlines()[0], "hippocampus", "hippocampus-3d.yaml", "hippocampus-mri", "dataset.json", ("nnunet",)
+        __doc__.splitlines()[0],
+        "hippocampus",
+        "hippocampus-3d.yaml",
+        "hippocampus-mri",
+        "dataset.json",
+        ("nnunet",),
+        extend=add_fold_option,
     )
     if args.ablation and args.peer:
         raise SystemExit("error: --ablation and --peer are separate runs; pick one")
+    if args.fold is not None and (args.peer or args.quick):
+        raise SystemExit("error: --fold is for our model on the full data; the peer and --quick use the fixed split")
 
     import_src = quick_source(src, wd / "source_subset") if args.quick else src
     n_val = QUICK_VAL if args.quick else N_VAL
     split: dict[str, list[str]] = {}
 
     def split_layer(data_dir: Path) -> list[dict[str, Any]]:
+        if args.fold is not None:
+            return [{"preprocess.fold": args.fold}]
         ids = acc.imported_ids(data_dir)
         if len(ids) <= n_val:
             raise SystemExit(f"error: {len(ids)} cases imported from {import_src}; need more than {n_val}")
@@ -217,7 +241,9 @@ def main() -> None:
         ablation(args, import_src, wd, split_layer)
         return
     cfg, times = acc.run_pipeline(args, import_src, wd, layers=split_layer, quick=quick_overrides())
-    class_names = load_manifest(cfg.preprocess.output_dir)["labels"]
+    manifest = load_manifest(cfg.preprocess.output_dir)
+    class_names = manifest["labels"]
+    split.update(manifest["splits"])
     rows, means, val_ids = score(cfg, class_names)
     baseline = float(sum(NNUNET_DICE.values()) / len(NNUNET_DICE))
     data = (
