@@ -8,7 +8,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import IO
+from typing import IO, NoReturn
 
 from helpers.ports import free_port
 
@@ -56,15 +56,18 @@ class MlflowServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                self.stop()
-                raise RuntimeError(f"mlflow server exited: {self.log.read_text()[-2000:]}")
+                self._fail("mlflow server exited")
             try:
                 with urllib.request.urlopen(self.uri + "/health", timeout=2):
                     return self
             except OSError:
                 time.sleep(0.5)
+        self._fail(f"mlflow server did not answer within {timeout} s")
+
+    def _fail(self, what: str) -> NoReturn:
+        """Stop the server and raise with the tail of its log, which says why it did not come up."""
         self.stop()
-        raise RuntimeError(f"mlflow server did not answer within {timeout} s: {self.log.read_text()[-2000:]}")
+        raise RuntimeError(f"{what}: {self.log.read_text()[-2000:]}")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
