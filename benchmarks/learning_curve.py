@@ -14,6 +14,12 @@ minutes, log scale) are drawn from whatever `--results` holds.
     .venv/bin/python benchmarks/learning_curve.py --budgets 15 30 60 120 --recipes light nnunet
     .venv/bin/python benchmarks/learning_curve.py --report      # the table and the plot only
 
+`--fold K` trains and validates on fold K of the preset's own split instead (all 220 cases in 5
+folds; 44 validation cases spread over every id: `accuracy_hippocampus.py --fold`); its rows say
+`"split": "fold K"` and get their own line in the table and the plot:
+
+    .venv/bin/python benchmarks/learning_curve.py --budgets 30 --recipes light --fold 0
+
 `--peer nnunet` adds nnU-Net v2 (3d_fullres, fold 0 = the same split; `benchmarks/peers/`, its own
 venv from `setup_nnunet.sh`) at each budget, trained for that many wall minutes (its trainer stops
 on the clock, so run it on an idle machine); `--recipes` with no value runs the peer alone:
@@ -37,6 +43,7 @@ RESULTS = HERE / "results" / "learning_curve.jsonl"
 PROBE = HERE / "results" / "learning_curve_probe.json"
 PLOT = HERE / "results" / "learning_curve.png"
 PEER_ROW = "nnU-Net v2"  # the `recipe` column of the peer's rows
+FIXED_SPLIT = "last 40"  # the `split` of a row without one: accuracy_hippocampus.py's fixed split
 
 
 def _run(recipe: str, epochs: int, workdir: Path, extra: list[str]) -> dict:
@@ -98,6 +105,12 @@ def _append(row: dict) -> None:
     print(json.dumps(row), flush=True)
 
 
+def _curve(row: dict) -> str:
+    """The plot line a row belongs to: its recipe, plus its split when it is not the fixed one."""
+    split = row.get("split", FIXED_SPLIT)
+    return row["recipe"] if split == FIXED_SPLIT else f"{row['recipe']} ({split})"
+
+
 def report() -> None:
     rows = [json.loads(line) for line in RESULTS.read_text().splitlines() if line.strip()] if RESULTS.is_file() else []
     if not rows:
@@ -105,26 +118,26 @@ def report() -> None:
     table = [
         [
             r["recipe"],
+            r.get("split", FIXED_SPLIT),
             f"{r['budget_min']:g}",
             r["epochs"],
             f"{r['train_min']:.1f}",
             f"{r['val_mean_dice']:.4f}",
             r["when"],
         ]
-        for r in sorted(rows, key=lambda r: (r["recipe"], r["budget_min"]))
+        for r in sorted(rows, key=lambda r: (r["recipe"], r.get("split", FIXED_SPLIT), r["budget_min"]))
     ]
-    print(
-        markdown_table(["recipe", "budget (idle CPU-min)", "epochs", "train wall min", "val mean Dice", "run"], table)
-    )
+    header = ["recipe", "split", "budget (idle CPU-min)", "epochs", "train wall min", "val mean Dice", "run"]
+    print(markdown_table(header, table))
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    for recipe in sorted({r["recipe"] for r in rows}):
+    for curve in sorted({_curve(r) for r in rows}):
         # a run that predicted nothing (nnU-Net before its first epoch ends: Dice 0) is in the table only
-        runs = [r for r in rows if r["recipe"] == recipe and r["val_mean_dice"]]
+        runs = [r for r in rows if _curve(r) == curve and r["val_mean_dice"]]
         pts = sorted((r["budget_min"], r["val_mean_dice"]) for r in runs)
         if pts:
-            ax.plot(*zip(*pts), marker="o", label=recipe)
+            ax.plot(*zip(*pts), marker="o", label=curve)
     ax.set_xscale("log")
     from matplotlib.ticker import NullFormatter, ScalarFormatter
 
@@ -138,7 +151,7 @@ def report() -> None:
     fig.tight_layout()
     fig.savefig(PLOT, dpi=120)
     print(f"plot: {PLOT}")
-    ours = [r for r in rows if r["recipe"] != PEER_ROW]
+    ours = [r for r in rows if r["recipe"] != PEER_ROW and r.get("split", FIXED_SPLIT) == FIXED_SPLIT]
     if ours:
         best = max(ours, key=lambda r: r["val_mean_dice"])
         emit_result("hippocampus_learning_curve_best_val_mean_dice", best["val_mean_dice"], best["baseline"], "Dice")
@@ -153,8 +166,13 @@ def main() -> None:
     p.add_argument("--peer", choices=["nnunet"], default=None, help="also nnU-Net v2 at each budget (idle machine)")
     p.add_argument("--workdir", type=Path, default=Path("/tmp/learning_curve"), help="one sub-folder per run")
     p.add_argument("-S", "--set", action="append", default=[], help="further config overrides for every run")
+    p.add_argument("--fold", type=int, default=None, help="validate on this fold of the preset's own split")
     args = p.parse_args()
+    if args.fold is not None and args.peer:
+        raise SystemExit("error: --fold is for our recipes; the peer runs on the fixed split")
     extra = [x for s in args.set for x in ("-S", s)]
+    fold = [] if args.fold is None else ["--fold", str(args.fold)]
+    split = {} if args.fold is None else {"split": f"fold {args.fold}"}
     if args.probe:
         probe(args.recipes, args.workdir, extra)
         return
@@ -172,8 +190,10 @@ def main() -> None:
         for recipe in args.recipes:
             epochs = max(1, round(budget * 60 / per_epoch[recipe]))
             print(f"== {recipe} at {budget:g} min: {epochs} epochs", flush=True)
-            r = _run(recipe, epochs, args.workdir / f"{recipe}_{budget:g}", extra)
-            row = {"recipe": recipe, "budget_min": budget, "epochs": epochs, "train_min": sum(r["epoch_s"]) / 60}
+            name = f"{recipe}_{budget:g}" + (f"_fold{args.fold}" if fold else "")
+            r = _run(recipe, epochs, args.workdir / name, [*fold, *extra])
+            row = {"recipe": recipe, **split, "budget_min": budget, "epochs": epochs}
+            row["train_min"] = sum(r["epoch_s"]) / 60
             row.update(val_mean_dice=r["ours"], baseline=r["baseline"], when=time.strftime("%Y-%m-%d"))
             _append({**row, "overrides": args.set})
         if args.peer:
