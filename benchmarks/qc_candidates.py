@@ -14,7 +14,9 @@ Dice, pooled over the work dirs:
 - `volume_z`: |z| of the predicted foreground volume against the training split's labels;
 - `ratio_z`: |z| of the predicted first-class share of the foreground against the training labels.
 
-Everything a score needs is in the work dir; the per-case table goes to `--out` (CSV).
+Everything a score needs is in the work dir (the network is built from its checkpoint's own
+arguments; the inference settings are the preset's, as every accuracy run uses them); the per-case
+table goes to `--out` (CSV).
 
     .venv/bin/python benchmarks/qc_candidates.py /tmp/cross_validation/fold_*
 """
