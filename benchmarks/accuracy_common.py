@@ -92,6 +92,17 @@ def accuracy_parser(description: str, name: str, preset: str, peers: Sequence[st
     return p
 
 
+def run_hippocampus(args: Sequence[str]) -> dict[str, Any]:
+    """`accuracy_hippocampus.py` with `args` in a child process (the scripts that run it many times:
+    learning curves, cross-validation); returns its JSON result line. A failed run stops the caller
+    with the command and the tails of its output."""
+    cmd = [sys.executable, str(Path(__file__).resolve().parent / "accuracy_hippocampus.py"), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=common.REPO)
+    if proc.returncode != 0:
+        raise SystemExit(f"error: {' '.join(cmd)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def prepare_workdir(workdir: Path) -> Path:
     """An empty work dir: created, or wiped when a previous benchmark made it (never a foreign dir)."""
     workdir = workdir.expanduser().resolve()

@@ -24,12 +24,11 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-from common import REPO, emit_result, markdown_table
+from accuracy_common import run_hippocampus
+from common import emit_result, markdown_table
 
 from pipeline.evaluation.quality import qc_metrics
 
@@ -43,13 +42,8 @@ NNUNET_MEAN_DICE = 0.895  # nnU-Net, Decathlon Task04 (SOURCE.md): the headline'
 
 def run_fold(fold: int, epochs: int, workdir: Path, extra: list[str]) -> dict:
     """One fold trained and evaluated; appends its row and cases, returns the row."""
-    cmd = [sys.executable, str(HERE / "accuracy_hippocampus.py"), "--fold", str(fold), "--epochs", str(epochs)]
-    cmd += ["--workdir", str(workdir), *extra]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
-    if proc.returncode != 0:
-        raise SystemExit(f"error: {' '.join(cmd)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result = run_hippocampus(["--fold", str(fold), "--epochs", str(epochs), "--workdir", str(workdir), *extra])
     reports = workdir / "reports"
     metrics = json.loads((reports / "metrics.json").read_text())
     with open(reports / "per_case_dice.csv", newline="") as fh:

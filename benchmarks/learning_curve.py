@@ -31,12 +31,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-from common import REPO, cpu_cores, emit_result, machine_info, markdown_table, shared_data_dir
+from accuracy_common import run_hippocampus
+from common import cpu_cores, emit_result, machine_info, markdown_table, shared_data_dir
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "learning_curve.jsonl"
@@ -48,13 +47,10 @@ FIXED_SPLIT = "last 40"  # the `split` of a row without one: accuracy_hippocampu
 
 def _run(recipe: str, epochs: int, workdir: Path, extra: list[str]) -> dict:
     """One accuracy_hippocampus.py run; returns its JSON result line plus the history's epoch times."""
-    cmd = [sys.executable, str(HERE / "accuracy_hippocampus.py"), "--epochs", str(epochs), "--workdir", str(workdir)]
-    cmd += ["-S", f"train.augment.recipe={recipe}", *extra]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
-    if proc.returncode != 0:
-        raise SystemExit(f"error: {' '.join(cmd)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result = run_hippocampus(
+        ["--epochs", str(epochs), "--workdir", str(workdir), "-S", f"train.augment.recipe={recipe}", *extra]
+    )
     history = (workdir / "checkpoints" / "fold_0" / "train_history.csv").read_text().splitlines()
     header = history[0].split(",")
     times = [float(r.split(",")[header.index("epoch_time")]) for r in history[1:]]

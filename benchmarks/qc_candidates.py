@@ -40,11 +40,6 @@ from pipeline.inference.uncertainty import apply_temperature, normalized_entropy
 PRESET = common.REPO / "configs" / "hippocampus-3d.yaml"
 
 
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = a.sum() + b.sum()
-    return 1.0 if total == 0 else float(2 * np.logical_and(a, b).sum() / total)
-
-
 def _boundary(mask: np.ndarray) -> np.ndarray:
     """Voxels within one voxel of a change of predicted class."""
     from scipy import ndimage
@@ -74,7 +69,7 @@ def score_workdir(wd: Path) -> list[dict[str, Any]]:
     import torch
 
     from pipeline.data.manifest import load_manifest
-    from pipeline.evaluation.metrics import case_metrics, foreground_mean
+    from pipeline.evaluation.metrics import case_metrics, dice_iou, foreground_mean
     from pipeline.inference import InferenceSettings
     from pipeline.inference.case import load_source_image, predict_case
     from pipeline.io import spacing_from_affine
@@ -111,7 +106,7 @@ def score_workdir(wd: Path) -> list[dict[str, Any]]:
                     "1-soft_dice": quality_score(p, m),
                     "worst_class_1-soft_dice": max(1 - soft_dice(p[k], m == k) for k in classes),
                     "boundary_entropy": float(normalized_entropy(p)[_boundary(m)].mean()),
-                    "flip_disagreement": 1 - float(np.mean([_dice(m == k, flipped == k) for k in classes])),
+                    "flip_disagreement": 1 - float(np.mean(dice_iou(flipped, m, p.shape[0])[0][1:])),
                     "volume_z": abs(fg - vols.mean()) / vols.std(),
                     "ratio_z": abs((m == 1).sum() / max(fg, 1) - shares.mean()) / shares.std(),
                 }
