@@ -67,6 +67,12 @@ def accuracy_parser(description: str, name: str, preset: str, peers: Sequence[st
     )
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: all cores)")
     p.add_argument(
+        "--rescore",
+        action="store_true",
+        help="keep the work dir and the checkpoints a run of this script trained there; re-run only evaluate and "
+        "export with the preset and -S (e.g. -S inference.tta=true), so inference settings are compared on one model",
+    )
+    p.add_argument(
         "--plan",
         action="store_true",
         help="after preprocess, replace depth, patch, batch and features by `unet-pipeline plan`'s (-S still wins)",
@@ -114,6 +120,16 @@ def prepare_workdir(workdir: Path) -> Path:
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True)
     (workdir / MARKER).write_text("made by benchmarks/accuracy_*.py; wiped on the next run\n")
+    return workdir
+
+
+def trained_workdir(workdir: Path) -> Path:
+    """A work dir a benchmark made and trained in (`--rescore`), kept as it is."""
+    workdir = workdir.expanduser().resolve()
+    if not (workdir / MARKER).is_file():
+        raise SystemExit(f"error: --rescore: {workdir} was not made by a benchmark run")
+    if not any((workdir / "checkpoints").glob("fold_*/best.pt")):
+        raise SystemExit(f"error: --rescore: no checkpoints/fold_*/best.pt in {workdir}; train there first")
     return workdir
 
 
@@ -257,6 +273,23 @@ def run_stages(
     return cfg, times
 
 
+def rescore_stages(cfg: Any, workdir: Path) -> dict[str, float]:
+    """evaluate -> export on the checkpoints already in the work dir (`--rescore`); returns seconds
+    per stage. Training time is the trained run's, not known here, so it is reported as 0."""
+    from pipeline.stages import evaluate, export
+
+    old_cwd = Path.cwd()
+    os.chdir(workdir)
+    try:
+        return {
+            "train": 0.0,
+            "evaluate": _timed("evaluate (rescore)", evaluate.run, cfg),
+            "export": _timed("export (rescore)", export.run, cfg),
+        }
+    finally:
+        os.chdir(old_cwd)
+
+
 # ----------------------------------------------------------------------------- metrics
 
 
@@ -330,16 +363,17 @@ def run_pipeline(
     """CLI import of `import_src`, then the four stages with the preset plus, in order: the work-dir
     paths, `layers(data_dir)` (overrides that depend on the imported cases), the --quick overrides,
     --epochs and -S; returns (the config the stages ran with, wall seconds per step)."""
-    times = {"data import": import_data(import_src, wd / "data", labels)}
+    times = {} if args.rescore else {"data import": import_data(import_src, wd / "data", labels)}
     stack = [redirected_paths(wd), *(layers(wd / "data") if layers else [])]
     if args.quick and quick:
         stack.append(quick)
     if args.epochs is not None:
         stack.append({"train.epochs": args.epochs})
     stack.append(user_overrides(args.set))
-    cfg, stage_times = run_stages(
-        load_cfg(args.config, *stack), wd, args.minutes, user_overrides(args.set) if args.plan else None
-    )
+    cfg = load_cfg(args.config, *stack)
+    if args.rescore:
+        return cfg, rescore_stages(cfg, wd)
+    cfg, stage_times = run_stages(cfg, wd, args.minutes, user_overrides(args.set) if args.plan else None)
     return cfg, {**times, **stage_times}
 
 
@@ -356,7 +390,10 @@ def print_header(title: str, args: Any, cfg: Any, times: dict[str, float], wd: P
         f"{cfg.model.padding} padding; {data_line}"
     )
     print(f"- work dir {wd} (exported model: {wd / 'exported'})")
-    print(f"- training wall time {train_s / 60:.1f} min ({train_s:.0f} s{probe})")
+    if args.rescore:
+        print("- rescored: evaluate and export re-run on the checkpoints trained earlier in the work dir")
+    else:
+        print(f"- training wall time {train_s / 60:.1f} min ({train_s:.0f} s{probe})")
     print()
 
 
@@ -376,8 +413,12 @@ def start(
     if extend is not None:
         extend(parser)
     args = parser.parse_args()
+    if args.rescore and (args.epochs is not None or args.minutes is not None or args.plan):
+        parser.error("--rescore keeps the trained model: --epochs, --minutes and --plan do not apply")
     setup_environment(args.threads)
     src = (args.shared_data or common.shared_data_dir()) / dataset
     if not (src / must_exist).exists():
         raise SystemExit(f"error: {dataset} not found at {src} (set UNET_SHARED_DATA or --shared-data)")
+    if args.rescore:
+        return args, src, trained_workdir(args.workdir)
     return args, src, prepare_workdir(args.workdir)

@@ -224,7 +224,9 @@ def main() -> None:
     if args.fold is not None and (args.peer or args.quick):
         raise SystemExit("error: --fold is for our model on the full data; the peer and --quick use the fixed split")
 
-    import_src = quick_source(src, wd / "source_subset") if args.quick else src
+    if args.rescore and (args.peer or args.ablation):
+        raise SystemExit("error: --rescore re-scores our trained model only; --peer and --ablation train")
+    import_src = quick_source(src, wd / "source_subset") if args.quick and not args.rescore else src
     n_val = QUICK_VAL if args.quick else N_VAL
     split: dict[str, list[str]] = {}
 
