@@ -1,0 +1,126 @@
+"""Which watershed settings cut ISBI cells best, chosen on the training slices, checked on validation.
+
+The evaluate stage, predict and the bundle cut cells with `evaluate.watershed` (Gaussian sigma on
+p(membrane), seed threshold t on p(cell), h-maxima height of the distance transform;
+`pipeline.inference.instances`). Picking those three on the validation slices tunes on the five
+slices that are supposed to judge the result. This script picks them on the 20 *training* slices
+instead, the way nnU-Net chooses its post-processing on training data, and only then reads the
+validation slices:
+
+1. loads the trained work dir of `accuracy_isbi.py` (best.pt, the preset plus -S, e.g.
+   `-S inference.tta=true`) and predicts p(membrane) on every slice of both splits once, with the
+   evaluate stage's inference settings, on the preprocessed grid (for ISBI, the source grid);
+2. cuts every slice with each setting of the grid and scores the instances with the challenge's
+   V_Rand (`pipeline.evaluation.em_metrics.split_merge_scores`, as the evaluate stage does);
+3. prints the settings ranked by the training slices' V_Rand, with the validation slices' beside
+   them, and the preset's own setting.
+
+    .venv/bin/python benchmarks/isbi_watershed.py [--workdir /tmp/bench_isbi] [-S inference.tta=true]
+
+Last line: the validation V_Rand of the setting that wins on the training slices against the
+preset's setting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import accuracy_common as acc
+import common  # puts the repo on sys.path: keep before the pipeline imports
+
+SIGMAS = (0.0, 1.0, 2.0)
+THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
+MARKER_HS = (1.0, 2.0, 3.0, 4.0, 6.0, 8.0)
+TOP = 15  # rows of the ranked table
+
+
+def probabilities(cfg: Any) -> dict[str, list[tuple[Any, Any]]]:
+    """{split: [(p(membrane), truth cells as 1/0), ...]} for the train and val slices, from best.pt."""
+    import numpy as np
+    import torch
+
+    from pipeline.data.manifest import load_manifest
+    from pipeline.inference import InferenceSettings, predict_probabilities
+    from pipeline.inference.instances import boundary_index
+    from pipeline.model.args import ModelArgs
+    from pipeline.training.checkpoint import load_trained_net
+
+    manifest = load_manifest(cfg.preprocess.output_dir)
+    membrane = boundary_index(cfg, manifest["labels"])
+    net, ckpt = load_trained_net(cfg.train.member_dir(0) / "best.pt", "cpu")
+    settings = InferenceSettings.from_config(cfg, ModelArgs.from_dict(ckpt["model_args"]))
+    out: dict[str, list[tuple[Any, Any]]] = {}
+    for split in ("train", "val"):
+        out[split] = []
+        for cid in manifest.split(split):
+            image = torch.from_numpy(np.load(manifest.path(cid, "image")).astype(np.float32))
+            prob = predict_probabilities(image, net, settings)
+            label = np.load(manifest.path(cid, "label"))[0]
+            out[split].append((prob.numpy(), (label != membrane).astype(np.float32)))
+        print(f"predicted {len(out[split])} {split} slices (tta={settings.tta})", flush=True)
+    return out
+
+
+def v_rand(slices: list[tuple[Any, Any]], setting: Any) -> float:
+    """Mean V_Rand of the watershed's instances over `slices` with one WatershedSettings."""
+    import numpy as np
+
+    from pipeline.evaluation.em_metrics import split_merge_scores, truth_cells
+    from pipeline.inference.instances import watershed_instances
+
+    return float(
+        np.mean([split_merge_scores(truth_cells(t), watershed_instances(p, setting)).v_rand for p, t in slices])
+    )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--workdir", type=Path, default=Path("/tmp/bench_isbi"), help="a trained accuracy_isbi.py work dir")
+    p.add_argument("--config", type=Path, default=common.REPO / "configs" / "isbi2012-2d.yaml")
+    p.add_argument("--set", "-S", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: all cores)")
+    args = p.parse_args()
+    acc.setup_environment(args.threads)
+    wd = acc.trained_workdir(args.workdir)
+    cfg = acc.load_cfg(args.config, acc.redirected_paths(wd), acc.user_overrides(args.set))
+
+    from pipeline.data.manifest import load_manifest
+    from pipeline.inference.instances import WatershedSettings
+
+    labels = load_manifest(cfg.preprocess.output_dir)["labels"]
+    preset = WatershedSettings.from_config(cfg, labels)
+    if preset is None:
+        raise SystemExit("error: evaluate.instances is 'none' in this config: nothing to sweep")
+    probs = probabilities(cfg)
+    rows = []
+    for sigma, t, h in itertools.product(SIGMAS, THRESHOLDS, MARKER_HS):
+        s = replace(preset, sigma=sigma, threshold=t, marker_h=h)
+        rows.append([sigma, t, h, v_rand(probs["train"], s), v_rand(probs["val"], s)])
+    rows.sort(key=lambda r: -r[3])
+    mine = next(r for r in rows if (r[0], r[1], r[2]) == (preset.sigma, preset.threshold, preset.marker_h))
+    rank = rows.index(mine) + 1
+    print(f"\n## Watershed settings ranked on the training slices ({args.workdir}, {len(rows)} settings)")
+    headers = ["sigma", "threshold", "marker_h", "V_Rand train", "V_Rand val"]
+    print(common.markdown_table(headers, rows[:TOP]))
+    print(f"\npreset's setting (rank {rank} of {len(rows)} on train):")
+    print(common.markdown_table(headers, [mine]))
+    best_val = max(r[4] for r in rows)
+    print(f"\nbest validation V_Rand anywhere on the grid (not a choice, a ceiling): {best_val:.4f}")
+    best = rows[0]
+    common.emit_result(
+        "isbi2012_val_v_rand_watershed_train_chosen",
+        best[4],
+        mine[4],
+        "V_Rand",
+        chosen={"sigma": best[0], "threshold": best[1], "marker_h": best[2]},
+        preset_train=round(mine[3], 6),
+        chosen_train=round(best[3], 6),
+    )
+
+
+if __name__ == "__main__":
+    main()
