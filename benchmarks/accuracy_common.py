@@ -124,12 +124,12 @@ def prepare_workdir(workdir: Path) -> Path:
 
 
 def trained_workdir(workdir: Path) -> Path:
-    """A work dir a benchmark made and trained in (`--rescore`), kept as it is."""
+    """A work dir an accuracy benchmark made and trained in (`--rescore`, `isbi_watershed.py`), kept as it is."""
     workdir = workdir.expanduser().resolve()
     if not (workdir / MARKER).is_file():
-        raise SystemExit(f"error: --rescore: {workdir} was not made by a benchmark run")
+        raise SystemExit(f"error: {workdir} was not made by an accuracy benchmark run")
     if not any((workdir / "checkpoints").glob("fold_*/best.pt")):
-        raise SystemExit(f"error: --rescore: no checkpoints/fold_*/best.pt in {workdir}; train there first")
+        raise SystemExit(f"error: no checkpoints/fold_*/best.pt in {workdir}; train there first")
     return workdir
 
 
