@@ -17,7 +17,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -240,17 +240,24 @@ def epochs_for_budget(cfg: Any, workdir: Path, minutes: float) -> tuple[int, flo
 
 
 def run_stages(
-    cfg: Any, workdir: Path, minutes: float | None, plan_then: dict[str, Any] | None = None
+    cfg: Any, workdir: Path, minutes: float | None, plan_then: dict[str, Any] | None = None, *, train_too: bool = True
 ) -> tuple[Any, dict[str, float]]:
     """preprocess -> [plan] -> [budget probe] -> train -> evaluate -> export; returns (final cfg,
     seconds per stage). With `plan_then` (the -S overrides, applied again after the plan), the
-    planner's depth, patch, batch and features replace the preset's once preprocess has run."""
+    planner's depth, patch, batch and features replace the preset's once preprocess has run.
+    Without `train_too` (`--rescore`), only evaluate -> export on the checkpoints already in the
+    work dir; their training time is not known here and is reported as 0."""
     from pipeline.stages import evaluate, export, preprocess, train
 
     times: dict[str, float] = {}
     old_cwd = Path.cwd()
     os.chdir(workdir)  # MLflow puts a sqlite store's artifacts under ./mlruns: keep them in the work dir
     try:
+        if not train_too:
+            times["train"] = 0.0
+            times["evaluate"] = _timed("evaluate (rescore)", evaluate.run, cfg)
+            times["export"] = _timed("export (rescore)", export.run, cfg)
+            return cfg, times
         times["preprocess"] = _timed("preprocess", preprocess.run, cfg)
         if plan_then is not None:
             from pipeline.planning import planned_config, read_fingerprint
@@ -273,24 +280,36 @@ def run_stages(
     return cfg, times
 
 
-def rescore_stages(cfg: Any, workdir: Path) -> dict[str, float]:
-    """evaluate -> export on the checkpoints already in the work dir (`--rescore`); returns seconds
-    per stage. Training time is the trained run's, not known here, so it is reported as 0."""
-    from pipeline.stages import evaluate, export
-
-    old_cwd = Path.cwd()
-    os.chdir(workdir)
-    try:
-        return {
-            "train": 0.0,
-            "evaluate": _timed("evaluate (rescore)", evaluate.run, cfg),
-            "export": _timed("export (rescore)", export.run, cfg),
-        }
-    finally:
-        os.chdir(old_cwd)
-
-
 # ----------------------------------------------------------------------------- metrics
+
+
+def best_checkpoint_probabilities(
+    cfg: Any, splits: Sequence[str], tta: bool | None = None
+) -> Iterator[tuple[str, str, Any, Any]]:
+    """(split, case id, class probabilities (K, *spatial), label (*spatial)) of every case of
+    `splits`, on the preprocessed grid, from member 0's best.pt with the evaluate stage's inference
+    settings (`tta`, when given, replaces theirs). For diagnostics that need the training cases too,
+    which the evaluate stage does not predict."""
+    from dataclasses import replace
+
+    import numpy as np
+    import torch
+
+    from pipeline.data.manifest import load_manifest
+    from pipeline.inference import InferenceSettings, predict_probabilities
+    from pipeline.model.args import ModelArgs
+    from pipeline.training.checkpoint import load_trained_net
+
+    manifest = load_manifest(cfg.preprocess.output_dir)
+    net, ckpt = load_trained_net(cfg.train.member_dir(0) / "best.pt", "cpu")
+    settings = InferenceSettings.from_config(cfg, ModelArgs.from_dict(ckpt["model_args"]))
+    if tta is not None:
+        settings = replace(settings, tta=tta)
+    for split in splits:
+        for cid in manifest.split(split):
+            image = torch.from_numpy(np.load(manifest.path(cid, "image")).astype(np.float32))
+            label = np.load(manifest.path(cid, "label"))[0]
+            yield split, cid, predict_probabilities(image, net, settings).numpy(), label
 
 
 def read_mask(path: Path) -> Any:
@@ -370,10 +389,13 @@ def run_pipeline(
     if args.epochs is not None:
         stack.append({"train.epochs": args.epochs})
     stack.append(user_overrides(args.set))
-    cfg = load_cfg(args.config, *stack)
-    if args.rescore:
-        return cfg, rescore_stages(cfg, wd)
-    cfg, stage_times = run_stages(cfg, wd, args.minutes, user_overrides(args.set) if args.plan else None)
+    cfg, stage_times = run_stages(
+        load_cfg(args.config, *stack),
+        wd,
+        args.minutes,
+        user_overrides(args.set) if args.plan else None,
+        train_too=not args.rescore,
+    )
     return cfg, {**times, **stage_times}
 
 

@@ -22,7 +22,6 @@ Headline (last line): mean membrane Dice over the validation slices vs the targe
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -156,28 +155,18 @@ def threshold_sweep(cfg: Any, class_names: list[str]) -> list[list[Any]]:
     import torch
 
     from pipeline.evaluation.metrics import case_metrics
-    from pipeline.inference import InferenceSettings, predict_probabilities
-    from pipeline.model.args import ModelArgs
-    from pipeline.training.checkpoint import load_trained_net
 
-    manifest = load_manifest(cfg.preprocess.output_dir)
-    net, ckpt = load_trained_net(cfg.train.member_dir(0) / "best.pt", "cpu")
-    settings = InferenceSettings.from_config(cfg, ModelArgs.from_dict(ckpt["model_args"]))
     membrane = class_names.index("membrane")
-    rows = []
-    for split in ("val", "train"):
-        dice = {t: [] for t in SWEEP_THRESHOLDS}
-        for cid in manifest.split(split):
-            image = np.load(manifest.path(cid, "image")).astype(np.float32)
-            label = np.load(manifest.path(cid, "label"))
-            prob = predict_probabilities(torch.from_numpy(image), net, replace(settings, tta=False))[membrane]
-            for t in SWEEP_THRESHOLDS:
-                pred = (prob > t).long()[None]
-                dice[t].append(case_metrics(pred, torch.from_numpy(label == membrane).long(), 2)[1]["dice"])
-        rows.append(
-            [f"{split}: {len(dice[SWEEP_THRESHOLDS[0]])}", *(float(np.mean(dice[t])) for t in SWEEP_THRESHOLDS)]
-        )
-    return rows
+    dice: dict[str, dict[float, list[float]]] = {split: {t: [] for t in SWEEP_THRESHOLDS} for split in ("val", "train")}
+    for split, _, prob, label in acc.best_checkpoint_probabilities(cfg, ("val", "train"), tta=False):
+        truth = torch.from_numpy(label == membrane).long()[None]
+        for t in SWEEP_THRESHOLDS:
+            pred = torch.from_numpy(prob[membrane] > t).long()[None]
+            dice[split][t].append(case_metrics(pred, truth, 2)[1]["dice"])
+    return [
+        [f"{split}: {len(d[SWEEP_THRESHOLDS[0]])}", *(float(np.mean(d[t])) for t in SWEEP_THRESHOLDS)]
+        for split, d in dice.items()
+    ]
 
 
 def main() -> None:

@@ -38,30 +38,16 @@ MARKER_HS = (1.0, 2.0, 3.0, 4.0, 6.0, 8.0)
 TOP = 15  # rows of the ranked table
 
 
-def probabilities(cfg: Any) -> dict[str, list[tuple[Any, Any]]]:
-    """{split: [(p(membrane), truth cells as 1/0), ...]} for the train and val slices, from best.pt."""
-    import numpy as np
-    import torch
+def probabilities(cfg: Any, membrane: int) -> dict[str, list[tuple[Any, Any]]]:
+    """{split: [(class probabilities, truth cells as a label image), ...]} for the train and val
+    slices, from best.pt with the evaluate stage's inference settings."""
+    from pipeline.evaluation.em_metrics import truth_cells
 
-    from pipeline.data.manifest import load_manifest
-    from pipeline.inference import InferenceSettings, predict_probabilities
-    from pipeline.inference.instances import boundary_index
-    from pipeline.model.args import ModelArgs
-    from pipeline.training.checkpoint import load_trained_net
-
-    manifest = load_manifest(cfg.preprocess.output_dir)
-    membrane = boundary_index(cfg, manifest["labels"])
-    net, ckpt = load_trained_net(cfg.train.member_dir(0) / "best.pt", "cpu")
-    settings = InferenceSettings.from_config(cfg, ModelArgs.from_dict(ckpt["model_args"]))
-    out: dict[str, list[tuple[Any, Any]]] = {}
-    for split in ("train", "val"):
-        out[split] = []
-        for cid in manifest.split(split):
-            image = torch.from_numpy(np.load(manifest.path(cid, "image")).astype(np.float32))
-            prob = predict_probabilities(image, net, settings)
-            label = np.load(manifest.path(cid, "label"))[0]
-            out[split].append((prob.numpy(), (label != membrane).astype(np.float32)))
-        print(f"predicted {len(out[split])} {split} slices (tta={settings.tta})", flush=True)
+    out: dict[str, list[tuple[Any, Any]]] = {"train": [], "val": []}
+    for split, _, prob, label in acc.best_checkpoint_probabilities(cfg, tuple(out)):
+        out[split].append((prob, truth_cells(label != membrane)))
+    for split, cases in out.items():
+        print(f"predicted {len(cases)} {split} slices (tta={cfg.inference.tta})", flush=True)
     return out
 
 
@@ -69,12 +55,10 @@ def v_rand(slices: list[tuple[Any, Any]], setting: Any) -> float:
     """Mean V_Rand of the watershed's instances over `slices` with one WatershedSettings."""
     import numpy as np
 
-    from pipeline.evaluation.em_metrics import split_merge_scores, truth_cells
+    from pipeline.evaluation.em_metrics import split_merge_scores
     from pipeline.inference.instances import watershed_instances
 
-    return float(
-        np.mean([split_merge_scores(truth_cells(t), watershed_instances(p, setting)).v_rand for p, t in slices])
-    )
+    return float(np.mean([split_merge_scores(cells, watershed_instances(p, setting)).v_rand for p, cells in slices]))
 
 
 def main() -> None:
@@ -95,7 +79,7 @@ def main() -> None:
     preset = WatershedSettings.from_config(cfg, labels)
     if preset is None:
         raise SystemExit("error: evaluate.instances is 'none' in this config: nothing to sweep")
-    probs = probabilities(cfg)
+    probs = probabilities(cfg, preset.boundary_index)
     rows = []
     for sigma, t, h in itertools.product(SIGMAS, THRESHOLDS, MARKER_HS):
         s = replace(preset, sigma=sigma, threshold=t, marker_h=h)
