@@ -157,6 +157,10 @@ class TrainConfig(_Strict):
     weight_decay: float = Field(1e-5, ge=0)
     scheduler: Literal["poly", "cosine", "none"] = "poly"
     grad_clip: float | None = Field(12.0, gt=0)
+    # validate, keep and export an exponential moving average of the weights (batch-norm statistics
+    # included) over about 1/(1 - ema_decay) steps instead of the last step's (pipeline.training.ema);
+    # None: the last step's weights
+    ema_decay: float | None = Field(None, gt=0.0, lt=1.0)
     # speed options of the training step (pipeline.training.speed; measured in benchmarks/README.md):
     # bfloat16 autocast of the forward pass (auto: where the hardware has native bf16), NHWC / NDHWC
     # memory format, torch.compile of the network

@@ -28,6 +28,8 @@ from pipeline.config import Config
 from pipeline.errors import InputError, MissingInputError
 
 if TYPE_CHECKING:
+    from torch.optim.swa_utils import AveragedModel
+
     from pipeline.training.data import PatchGeometry
 
 
@@ -122,12 +124,13 @@ def checkpoint_payload(
     class_names: Sequence[str],
     geometry: PatchGeometry,
     mlflow_run_id: str | None,
+    ema: AveragedModel | None = None,
 ) -> dict[str, Any]:
     """The checkpoint: everything resuming needs (`restore`), plus what evaluate and export read.
 
     Args:
         cfg: the training's config, stored whole.
-        net: the U-Net.
+        net: the U-Net being trained.
         heads: deep supervision's extra output heads, or None without deep supervision.
         optimizer: the optimiser, with its momentum buffers.
         scheduler: the learning-rate schedule.
@@ -140,12 +143,16 @@ def checkpoint_payload(
         class_names: the labels, one per output channel.
         geometry: the training's input and output patch sizes.
         mlflow_run_id: the MLflow run the training logs into, reopened on resume.
+        ema: the moving average of `net` (`train.ema_decay`), or None. With one, `model` holds the
+            average (what evaluate and export load) and `training_model` the trained weights.
 
     Returns:
         A dict of tensors and plain values (weights_only-loadable), current RNG states included.
     """
+    averaged = {"training_model": net.state_dict(), "ema_updates": int(ema.n_averaged)} if ema is not None else {}
     return {
-        "model": net.state_dict(),
+        "model": (ema.module if ema is not None else net).state_dict(),
+        **averaged,
         **({"deep_supervision_heads": heads.state_dict()} if heads is not None else {}),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
@@ -169,6 +176,7 @@ def restore(
     heads: torch.nn.Module | None,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
+    ema: AveragedModel | None = None,
 ) -> Progress:
     """Load a `checkpoint_payload` back into freshly built training objects and set the RNGs, so the
     resumed training continues exactly as an uninterrupted one would.
@@ -179,11 +187,17 @@ def restore(
         heads: deep supervision's extra heads, or None without deep supervision.
         optimizer: the optimiser.
         scheduler: the learning-rate schedule.
+        ema: the moving average of `net`, or None (`train.ema_decay`; the resume key makes sure the
+            checkpoint was written with the same setting).
 
     Returns:
         The epoch, history and best validation score the checkpoint was written at.
     """
-    net.load_state_dict(state["model"])
+    net.load_state_dict(state.get("training_model", state["model"]))
+    if ema is not None:
+        from pipeline.training.ema import restore_ema
+
+        restore_ema(ema, state["model"], int(state["ema_updates"]))
     if heads is not None:
         heads.load_state_dict(state["deep_supervision_heads"])
     optimizer.load_state_dict(state["optimizer"])

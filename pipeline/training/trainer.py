@@ -37,6 +37,8 @@ from pipeline.training.speed import step_autocast, use_bf16
 from pipeline.training.validation import ValidationResult, save_overlays, validate
 
 if TYPE_CHECKING:
+    from torch.optim.swa_utils import AveragedModel
+
     from pipeline.tracking.training_run import TrainingTracker
 
 HISTORY_FILE = "train_history.csv"
@@ -117,6 +119,7 @@ class _Run:
     model_args: dict[str, Any]
     resume_key: str  # computed once: config, code and data do not change during a run
     tracker: TrainingTracker | None  # the MLflow run (rank 0), else None
+    ema: AveragedModel | None = None  # the weights' moving average (train.ema_decay), else None
     start: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     best_metric: float = -math.inf
@@ -130,6 +133,11 @@ class _Run:
     def heads(self) -> torch.nn.Module | None:
         """Deep supervision's extra heads (saved beside the net), or None without deep supervision."""
         return self.trained.heads if self.trained is not self.net else None
+
+    @property
+    def validated(self) -> torch.nn.Module:
+        """The weights validation scores, best.pt keeps and export ships: the average, or the net."""
+        return self.ema.module if self.ema is not None else self.net
 
     @property
     def reports(self) -> Path:
@@ -175,10 +183,14 @@ def _build(cfg: Config, info: D.DistInfo) -> _Run:
     margs = model_args(cfg.model, cfg.data.spatial_dims, in_channels, num_classes)
     loss = build_loss(cfg, num_classes)
     run = _Run(cfg, info, manifest, net, trained, model, optimizer, scheduler, loss, margs, key, None)
+    if cfg.train.ema_decay is not None:
+        from pipeline.training.ema import build_ema
+
+        run.ema = build_ema(net, cfg.train.ema_decay)
     if state:
         _say(info, f"resuming from {last} after epoch {state['epoch']}/{cfg.train.epochs}")
         run.start, run.history, run.best_metric, run.best_epoch = ckpt.restore(
-            state, net, run.heads, optimizer, scheduler
+            state, net, run.heads, optimizer, scheduler, run.ema
         )
     if info.is_main:
         from pipeline.tracking.training_run import TrainingTracker
@@ -215,6 +227,8 @@ def _train_epoch(r: _Run, loader: Any, epoch: int) -> float:
             torch.nn.utils.clip_grad_norm_(r.trained.parameters(), cfg.train.grad_clip)
         r.optimizer.step()
         r.scheduler.step()
+        if r.ema is not None:
+            r.ema.update_parameters(r.net)
         total, steps, seen = total + float(loss.detach()), steps + 1, seen + image.shape[0]
         rate = seen * info.world_size / (time.perf_counter() - t0)
         bar.set_postfix(loss=f"{total / steps:.4f}", samples_s=f"{rate:.1f}")
@@ -239,6 +253,7 @@ def _payload(r: _Run, epoch: int) -> dict[str, Any]:
         class_names=r.class_names,
         geometry=patch_geometry(r.cfg),
         mlflow_run_id=r.tracker.run_id if r.tracker is not None else None,
+        ema=r.ema,
     )
 
 
@@ -281,7 +296,7 @@ def _train(cfg: Config, max_epochs: int | None, info: D.DistInfo) -> TrainOutcom
         _say(info, f"{cfg.train.member_dir()}/last.pt already holds epoch {r.start}; nothing to train")
         if info.is_main:  # rewrite what the stage outputs besides checkpoints/ (DVC removed them)
             write_history(r.history, r.class_names, r.reports / HISTORY_FILE)
-            result = validate(r.net, r.manifest, r.manifest.split("val"), cfg, info.device)
+            result = validate(r.validated, r.manifest, r.manifest.split("val"), cfg, info.device)
             save_overlays(result, r.reports / OVERLAY_FILE, cfg.data.spatial_dims, r.start)
         _finish(r, "FINISHED", r.start)
         return r.outcome(r.start)
@@ -298,7 +313,7 @@ def _train(cfg: Config, max_epochs: int | None, info: D.DistInfo) -> TrainOutcom
             row: dict[str, Any] = {"epoch": epoch, "train_loss": train_loss, "lr": lr}
             result = None
             if info.is_main and (epoch % cfg.train.val_every == 0 or epoch == stop):
-                result = validate(r.net, r.manifest, val_ids, cfg, info.device)
+                result = validate(r.validated, r.manifest, val_ids, cfg, info.device)
                 row.update(result.metrics(r.class_names))
             row["epoch_time"] = time.perf_counter() - t0
             r.history.append(row)

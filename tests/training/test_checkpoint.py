@@ -26,8 +26,10 @@ MEMBER = Path("checkpoints") / "fold_0"
 
 
 @pytest.mark.slow
-def test_resume_equals_uninterrupted(workdir: Path, data_cache: Path) -> None:
-    """Train 3 epochs straight vs 1 epoch, 'killed', re-run to 3: same weights, same history."""
+@pytest.mark.parametrize("ema_decay", [None, 0.9])
+def test_resume_equals_uninterrupted(workdir: Path, data_cache: Path, ema_decay: float | None) -> None:
+    """Train 3 epochs straight vs 1 epoch, 'killed', re-run to 3: same weights (and moving average,
+    with one), same history."""
     from mlflow.tracking import MlflowClient
 
     from pipeline.stages.train import run
@@ -35,7 +37,7 @@ def test_resume_equals_uninterrupted(workdir: Path, data_cache: Path) -> None:
 
     prepare_data(workdir, data_cache, dims=2)
     aug = {"elastic": True, "rotate": True, "flip": True, "intensity": True, "prob": 0.5}
-    train = {"epochs": 3, "iterations_per_epoch": 4, "scheduler": "poly", "augment": aug}
+    train = {"epochs": 3, "iterations_per_epoch": 4, "scheduler": "poly", "augment": aug, "ema_decay": ema_decay}
     model = {"features": [8, 16, 32], "dropout": 0.2}
     straight = make_config(2, "valid", model=model, train={**train, "output_dir": "ck_straight"})
     run(straight)
@@ -49,9 +51,12 @@ def test_resume_equals_uninterrupted(workdir: Path, data_cache: Path) -> None:
     a = torch.load(workdir / "ck_straight" / "fold_0" / "last.pt", weights_only=True)
     b = torch.load(workdir / "ck_resumed" / "fold_0" / "last.pt", weights_only=True)
     assert a["epoch"] == b["epoch"] == 3
-    assert a["model"].keys() == b["model"].keys()
-    for key, tensor in a["model"].items():
-        torch.testing.assert_close(b["model"][key], tensor, atol=1e-6, rtol=0, msg=key)
+    weights = ("model", "training_model") if ema_decay is not None else ("model",)
+    assert ("training_model" in a) == (ema_decay is not None)
+    for name in weights:
+        assert a[name].keys() == b[name].keys()
+        for key, tensor in a[name].items():
+            torch.testing.assert_close(b[name][key], tensor, atol=1e-6, rtol=0, msg=f"{name}.{key}")
     for key in ("train_loss", "val_dice_mean", "val_iou_mean"):
         assert [h[key] for h in b["history"]] == pytest.approx([h[key] for h in a["history"]], abs=1e-6), key
     assert b["scheduler"]["last_epoch"] == a["scheduler"]["last_epoch"] == 12
