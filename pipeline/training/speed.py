@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from pipeline.config import Switch
+from pipeline.config import Switch, TrainConfig
 
 
 def native_bf16(device: torch.device) -> bool:
@@ -38,3 +38,18 @@ def step_autocast(device: torch.device, bf16: bool) -> Any:
     if not bf16:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def speed_summary(train: TrainConfig, device: torch.device) -> str:
+    """The speed options in effect (`auto` resolved), as the trainer's describe line shows them:
+    " (bf16, channels_last)", or "" when none is."""
+    on = [
+        name
+        for name, active in (
+            ("bf16", use_bf16(train.bf16, device)),
+            ("channels_last", train.channels_last),
+            ("compiled", train.compile),
+        )
+        if active
+    ]
+    return f" ({', '.join(on)})" if on else ""

@@ -33,7 +33,7 @@ from pipeline.training.data import patch_geometry, train_dataset, train_loader
 from pipeline.training.history import write_history
 from pipeline.training.losses import build_loss
 from pipeline.training.optim import build_optimizer, build_scheduler
-from pipeline.training.speed import step_autocast, use_bf16
+from pipeline.training.speed import speed_summary, step_autocast, use_bf16
 from pipeline.training.validation import ValidationResult, save_overlays, validate
 
 if TYPE_CHECKING:
@@ -329,21 +329,6 @@ def _train(cfg: Config, max_epochs: int | None, info: D.DistInfo) -> TrainOutcom
     return r.outcome(stop)
 
 
-def _speed_options(cfg: Config, info: D.DistInfo) -> str:
-    """The training step's speed options in effect (`auto` resolved), for the describe line."""
-    t = cfg.train
-    on = [
-        name
-        for name, active in (
-            ("bf16", use_bf16(t.bf16, info.device)),
-            ("channels_last", t.channels_last),
-            ("compiled", t.compile),
-        )
-        if active
-    ]
-    return f" ({', '.join(on)})" if on else ""
-
-
 def _describe(cfg: Config, manifest: Manifest, store: Any, n_val: int, info: D.DistInfo) -> str:
     """The one line that says what is about to be trained, on what and where."""
     geo = patch_geometry(cfg)
@@ -351,7 +336,7 @@ def _describe(cfg: Config, manifest: Manifest, store: Any, n_val: int, info: D.D
         f"training {cfg.name}: {cfg.data.spatial_dims}D {cfg.model.padding} U-Net {list(cfg.model.features)}, "
         f"input patch {list(geo.input_size)} -> output {list(geo.output_size)}, "
         f"{len(store)} train / {n_val} val cases, {info.world_size} process(es) on {info.device}"
-        f"{_speed_options(cfg, info)}; {store.cached_cases}/{len(store)} train cases cached in RAM "
+        f"{speed_summary(cfg.train, info.device)}; {store.cached_cases}/{len(store)} train cases cached in RAM "
         f"({store.cached_bytes / 2**20:.0f} MiB), "
         "the rest read patch by patch"
     )
