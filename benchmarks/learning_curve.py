@@ -20,6 +20,12 @@ folds; 44 validation cases spread over every id: `accuracy_hippocampus.py --fold
 
     .venv/bin/python benchmarks/learning_curve.py --budgets 30 --recipes light --fold 0
 
+A lever on top of a recipe is `-S key=value` (any config override); its rows keep the overrides
+and get their own line too, so give it its own `--workdir`:
+
+    .venv/bin/python benchmarks/learning_curve.py --budgets 30 --recipes light \
+        -S train.ema_decay=0.999 --workdir /tmp/lc_ema
+
 `--peer nnunet` adds nnU-Net v2 (3d_fullres, fold 0 = the same split; `benchmarks/peers/`, its own
 venv from `setup_nnunet.sh`) at each budget, trained for that many wall minutes (its trainer stops
 on the clock, so run it on an idle machine); `--recipes` with no value runs the peer alone:
@@ -102,9 +108,11 @@ def _append(row: dict) -> None:
 
 
 def _curve(row: dict) -> str:
-    """The plot line a row belongs to: its recipe, plus its split when it is not the fixed one."""
+    """The plot line a row belongs to: its recipe, plus its split when it is not the fixed one and
+    its -S overrides when it has any (a lever is its own line, not a point on the recipe's)."""
     split = row.get("split", FIXED_SPLIT)
-    return row["recipe"] if split == FIXED_SPLIT else f"{row['recipe']} ({split})"
+    label = row["recipe"] if split == FIXED_SPLIT else f"{row['recipe']} ({split})"
+    return " ".join([label, *row.get("overrides", [])])
 
 
 def report() -> None:
@@ -113,7 +121,7 @@ def report() -> None:
         raise SystemExit(f"error: no results in {RESULTS}; run some budgets first")
     table = [
         [
-            r["recipe"],
+            " ".join([r["recipe"], *r.get("overrides", [])]),
             r.get("split", FIXED_SPLIT),
             f"{r['budget_min']:g}",
             r["epochs"],
@@ -121,7 +129,7 @@ def report() -> None:
             f"{r['val_mean_dice']:.4f}",
             r["when"],
         ]
-        for r in sorted(rows, key=lambda r: (r["recipe"], r.get("split", FIXED_SPLIT), r["budget_min"]))
+        for r in sorted(rows, key=lambda r: (_curve(r), r["budget_min"]))
     ]
     header = ["recipe", "split", "budget (idle CPU-min)", "epochs", "train wall min", "val mean Dice", "run"]
     print(markdown_table(header, table))
