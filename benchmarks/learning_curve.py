@@ -107,12 +107,15 @@ def _append(row: dict) -> None:
     print(json.dumps(row), flush=True)
 
 
+def _setting(row: dict) -> str:
+    """What a row trained: its recipe plus its -S overrides (a lever is its own setting)."""
+    return " ".join([row["recipe"], *row.get("overrides", [])])
+
+
 def _curve(row: dict) -> str:
-    """The plot line a row belongs to: its recipe, plus its split when it is not the fixed one and
-    its -S overrides when it has any (a lever is its own line, not a point on the recipe's)."""
+    """The plot line a row belongs to: its setting, plus its split when it is not the fixed one."""
     split = row.get("split", FIXED_SPLIT)
-    label = row["recipe"] if split == FIXED_SPLIT else f"{row['recipe']} ({split})"
-    return " ".join([label, *row.get("overrides", [])])
+    return _setting(row) if split == FIXED_SPLIT else f"{_setting(row)} ({split})"
 
 
 def report() -> None:
@@ -121,7 +124,7 @@ def report() -> None:
         raise SystemExit(f"error: no results in {RESULTS}; run some budgets first")
     table = [
         [
-            " ".join([r["recipe"], *r.get("overrides", [])]),
+            _setting(r),
             r.get("split", FIXED_SPLIT),
             f"{r['budget_min']:g}",
             r["epochs"],

@@ -10,8 +10,8 @@ Early on the average would be mostly the random initial weights, so the decay wa
 (1 + n) / (10 + n) after n updates (as timm's ModelEmaV2 and TensorFlow's ExponentialMovingAverage
 with num_updates do) until it reaches `train.ema_decay`.
 
-Measured (benchmarks/README.md): on ISBI the averaged Dice stops swinging and falls after epoch
-5-15, and the cells score no better; on hippocampus it rises smoothly to the plateau the raw weights
+Measured (benchmarks/README.md): on ISBI the averaged Dice stops swinging and drifts down from
+epoch 5-25, and the cells score no better; on hippocampus it rises smoothly to the plateau the raw weights
 swing around (0.8766 against 0.8775 at 30 minutes). So the presets leave it off (`null`).
 """
 
