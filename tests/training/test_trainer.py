@@ -113,6 +113,26 @@ def test_compiled_training_step_matches_eager(workdir: Path, data_cache: Path) -
     assert compiled == pytest.approx(eager, rel=1e-3)
 
 
+def test_batch_norm_over_one_sample_is_named(workdir: Path, data_cache: Path, capsys) -> None:
+    """Batch norm with batch 1 trains as instance norm and validates with running averages: the run
+    says so and names the fix; with a batch of 2, or instance norm, it says nothing."""
+    from pipeline.stages.train import run
+    from pipeline.training.trainer import batch_norm_note
+
+    assert batch_norm_note(make_config(2, "same", model={"norm": "batch"}, train={"batch_size": 2})) is None
+    assert batch_norm_note(make_config(2, "same", model={"norm": "instance"}, train={"batch_size": 1})) is None
+    prepare_data(workdir, data_cache, dims=2)
+    cfg = make_config(
+        2,
+        "same",
+        model={"features": [8, 16], "norm": "batch"},
+        train={"epochs": 1, "iterations_per_epoch": 2, "batch_size": 1},
+    )
+    run(cfg)
+    out = capsys.readouterr().out
+    assert "model.norm: batch with train.batch_size: 1" in out and "model.norm: instance" in out
+
+
 def test_weighted_ce_needs_weight_maps(workdir: Path, data_cache: Path) -> None:
     from pipeline.data.manifest import ManifestError
     from pipeline.stages.train import run
