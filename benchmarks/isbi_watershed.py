@@ -34,7 +34,7 @@ import common  # puts the repo on sys.path: keep before the pipeline imports
 
 SIGMAS = (0.0, 1.0, 2.0)
 THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
-MARKER_HS = (1.0, 2.0, 3.0, 4.0, 6.0, 8.0)
+MARKER_HS = (0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0)  # 0: one seed per connected region of p(cell) > t
 TOP = 15  # rows of the ranked table
 
 
@@ -67,6 +67,9 @@ def main() -> None:
     p.add_argument("--config", type=Path, default=common.REPO / "configs" / "isbi2012-2d.yaml")
     p.add_argument("--set", "-S", action="append", default=[], metavar="KEY=VALUE", help="config override")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: all cores)")
+    p.add_argument("--sigmas", type=float, nargs="+", default=SIGMAS, help="the grid's sigmas (px)")
+    p.add_argument("--thresholds", type=float, nargs="+", default=THRESHOLDS, help="the grid's seed thresholds")
+    p.add_argument("--marker-hs", type=float, nargs="+", default=MARKER_HS, help="the grid's h (px; 0: region seeds)")
     args = p.parse_args()
     acc.setup_environment(args.threads)
     wd = acc.trained_workdir(args.workdir)
@@ -81,7 +84,9 @@ def main() -> None:
         raise SystemExit("error: evaluate.instances is 'none' in this config: nothing to sweep")
     probs = probabilities(cfg, preset.boundary_index)
     rows = []
-    for sigma, t, h in itertools.product(SIGMAS, THRESHOLDS, MARKER_HS):
+    grid = set(itertools.product(args.sigmas, args.thresholds, args.marker_hs))
+    grid.add((preset.sigma, preset.threshold, preset.marker_h))  # always ranked, even off the grid
+    for sigma, t, h in sorted(grid):
         s = replace(preset, sigma=sigma, threshold=t, marker_h=h)
         rows.append([sigma, t, h, v_rand(probs["train"], s), v_rand(probs["val"], s)])
     rows.sort(key=lambda r: -r[3])

@@ -229,7 +229,9 @@ class WatershedConfig(_Strict):
     """
 
     threshold: float = Field(0.8, gt=0.0, lt=1.0)  # seeds where p(cell) = 1 - p(boundary) exceeds this
-    marker_h: float = Field(4.0, gt=0.0)  # px: distance maxima less prominent than this merge into one seed
+    # px: distance maxima less prominent than this merge into one seed; 0: one seed per connected
+    # region of p(cell) > threshold (the challenge's thinning, for nets whose membranes close)
+    marker_h: float = Field(4.0, ge=0.0)
     sigma: float = Field(1.0, ge=0.0)  # px: Gaussian smoothing of p(boundary) first
 
 

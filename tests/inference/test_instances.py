@@ -55,6 +55,23 @@ def test_one_cell_stays_one_and_no_cell_gives_one_instance() -> None:
     assert np.array_equal(watershed_instances(empty, ws), np.ones((16, 16), np.int32))
 
 
+def test_marker_h_0_seeds_one_instance_per_connected_region() -> None:
+    """Two 20 x 20 rooms joined by a 3-pixel doorway, inside a closed membrane: the distance
+    transform has two maxima (prominence ~8 px), so h-maxima seeds cut the one cell in two, while
+    marker_h 0 keeps it whole; across a gapped membrane marker_h 0 merges, as components do."""
+    membrane = np.ones((32, 56), np.float32)
+    membrane[6:26, 4:24], membrane[6:26, 32:52], membrane[15:18, 24:32] = 0.0, 0.0, 0.0
+    prob = np.stack([1.0 - membrane, membrane])
+    inside = membrane == 0
+    split = watershed_instances(prob, WatershedSettings(1, threshold=0.5, marker_h=4.0, sigma=0.0))
+    whole = watershed_instances(prob, WatershedSettings(1, threshold=0.5, marker_h=0.0, sigma=0.0))
+    assert len(np.unique(split[inside])) == 2
+    assert len(np.unique(whole[inside])) == 1 and whole.min() >= 1
+    gapped, truth = _two_cells_with_a_gap(gap=6)
+    merged = watershed_instances(gapped, WatershedSettings(1, threshold=0.5, marker_h=0.0, sigma=0.0))
+    assert len(np.unique(merged[truth > 0])) == 1
+
+
 def test_watershed_is_n_dimensional() -> None:
     prob2, truth2 = _two_cells_with_a_gap(gap=6)
     prob3 = np.repeat(prob2[:, :, :, None], 8, axis=3)
