@@ -29,6 +29,7 @@ from pipeline.model.layout import memory_format
 from pipeline.progress import progress
 from pipeline.training import checkpoint as ckpt
 from pipeline.training import distributed as D
+from pipeline.training.config_notes import batch_norm_note
 from pipeline.training.data import patch_geometry, train_dataset, train_loader
 from pipeline.training.history import write_history
 from pipeline.training.losses import build_loss
@@ -329,28 +330,6 @@ def _train(cfg: Config, max_epochs: int | None, info: D.DistInfo) -> TrainOutcom
     finally:
         _finish(r, status, stop)
     return r.outcome(stop)
-
-
-def batch_norm_note(cfg: Config) -> str | None:
-    """A warning for batch norm over one sample, else None.
-
-    Over a batch of one, batch norm's training statistics are the sample's own (instance norm), but
-    validation, evaluate, export and predict use running averages the net never trained with. On
-    ISBI that mismatch cost up to 0.2 of V_Rand after thinning (benchmarks/README.md, "ISBI 2012:
-    instance norm").
-
-    Args:
-        cfg: the run's configuration.
-
-    Returns:
-        One line naming the settings and the fix, or None when they are fine.
-    """
-    if cfg.model.norm != "batch" or cfg.train.batch_size > 1:
-        return None
-    return (
-        "note: model.norm: batch with train.batch_size: 1 trains with each patch's own statistics but "
-        "validates and predicts with running averages; model.norm: instance keeps the two the same"
-    )
 
 
 def _describe(cfg: Config, manifest: Manifest, store: Any, n_val: int, info: D.DistInfo) -> str:

@@ -117,7 +117,7 @@ def test_batch_norm_over_one_sample_is_named(workdir: Path, data_cache: Path, ca
     """Batch norm with batch 1 trains as instance norm and validates with running averages: the run
     says so and names the fix; with a batch of 2, or instance norm, it says nothing."""
     from pipeline.stages.train import run
-    from pipeline.training.trainer import batch_norm_note
+    from pipeline.training.config_notes import batch_norm_note
 
     assert batch_norm_note(make_config(2, "same", model={"norm": "batch"}, train={"batch_size": 2})) is None
     assert batch_norm_note(make_config(2, "same", model={"norm": "instance"}, train={"batch_size": 1})) is None
