@@ -13,6 +13,8 @@ MONAI bundle's scripts share these lines.
 - `quality_score(prob, mask)`: the case's QC score (higher = more likely wrong): 1 - the soft Dice
   between the probabilities and the mask, averaged over the foreground classes (`SCORE_TEXT`; the
   choice is argued in the README, "Which predictions to check").
+- `weak_flag(auroc)`: whether the score's validation AUROC for the worst cases is below `WEAK_AUROC`,
+  so that its REVIEW flag is to be read as a ranking, not an alarm.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ import numpy as np
 SCORE_NAME = "1-soft_dice"
 SCORE_TEXT = "1 - soft Dice between the probabilities and the mask, mean over the foreground classes"
 EPS = 1e-12
+# below 0.7 an AUROC is "poor discrimination" in the usual reading of diagnostic tests (Hosmer & Lemeshow)
+WEAK_AUROC = 0.7
 
 
 def _array(x: Any) -> np.ndarray:
@@ -93,3 +97,15 @@ def quality_score(prob: Any, mask: Any) -> float:
 def needs_review(score: float, threshold: float | None) -> bool:
     """Past the exported threshold (`score >= threshold`); never without one."""
     return threshold is not None and score >= threshold
+
+
+def weak_flag(auroc: float | None) -> bool:
+    """Whether the evaluate stage found the QC score too weak to trust its REVIEW flag as an alarm.
+
+    Args:
+        auroc: the score's AUROC for the worst validation cases (`qc_auroc`); None where unknown.
+
+    Returns:
+        True when `auroc` is known and below `WEAK_AUROC`.
+    """
+    return auroc is not None and auroc < WEAK_AUROC

@@ -87,6 +87,12 @@ class PipelineSection:
         return None if value is None else float(value)
 
     @property
+    def qc_auroc(self) -> float | None:
+        """The QC score's AUROC for the worst validation cases (None: the export does not say)."""
+        value = ((self.quality or {}).get("validation") or {}).get("qc_auroc")
+        return None if value is None else float(value)
+
+    @property
     def temperature(self) -> float | None:
         """The temperature the evaluate stage fitted and kept (None: probabilities used as they are)."""
         value = (self.quality or {}).get("temperature")

@@ -24,6 +24,7 @@ from pipeline.inference.uncertainty import (
     needs_review,
     normalized_entropy,
     quality_score,
+    weak_flag,
 )
 from pipeline.predict.metadata import PipelineSection
 
@@ -36,6 +37,7 @@ class Verdict:
 
     score: float
     threshold: float | None
+    validation_auroc: float | None = None  # how well the score found the worst validation cases
 
     @property
     def review(self) -> bool:
@@ -47,10 +49,14 @@ class Verdict:
         return "-" if self.threshold is None else ("REVIEW" if self.review else "ok")
 
     def __str__(self) -> str:
-        """The line `predict` prints, e.g. `QC score 0.4312 (review at >= 0.4223): REVIEW`."""
+        """The line `predict` prints, e.g. `QC score 0.4312 (review at >= 0.4223): REVIEW`, and a note
+        when the evaluate stage found the score weak (`weak_flag`)."""
         if self.threshold is None:
             return f"QC score {self.score:.4f} (this export has no review threshold: evaluate before export)"
-        return f"QC score {self.score:.4f} (review at >= {self.threshold:.4f}): {self.flag}"
+        line = f"QC score {self.score:.4f} (review at >= {self.threshold:.4f}): {self.flag}"
+        if weak_flag(self.validation_auroc):
+            line += f" (a weak flag: on validation it found the worst cases with AUROC {self.validation_auroc:.2f})"
+        return line
 
     def description(self) -> str:
         """A DICOM ContentDescription (64 characters at most)."""
@@ -62,7 +68,7 @@ class Verdict:
 def assess(prob: Any, mask: Any, up: PipelineSection) -> tuple[np.ndarray, Verdict]:
     """(probabilities after the export's temperature, the case's Verdict)."""
     calibrated = apply_temperature(prob, up.temperature)
-    return calibrated, Verdict(quality_score(calibrated, mask), up.review_threshold)
+    return calibrated, Verdict(quality_score(calibrated, mask), up.review_threshold, up.qc_auroc)
 
 
 def passes(settings: Any, up: PipelineSection) -> tuple[int, int]:

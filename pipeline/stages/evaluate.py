@@ -78,13 +78,20 @@ def run(cfg: Config, checkpoint: str | Path | None = None, device: str | None = 
 
 
 def _print_quality(summary: dict[str, float]) -> None:
-    """The QC score's power to find the worst cases, and the calibration, in two lines."""
+    """The QC score's power to find the worst cases (and a note when it is weak), and the calibration."""
+    from pipeline.inference.uncertainty import WEAK_AUROC, weak_flag
+
     q = summary
     flagged = f"{q['qc_flagged']:.0%}"
     print(
         f"evaluate: QC score vs Dice: Spearman {q['qc_spearman']:+.3f}, AUROC {q['qc_auroc']:.3f} for the worst "
         f"10 %; REVIEW at score >= {q['qc_threshold']:.4f} flags {flagged} of the cases"
     )
+    if weak_flag(q["qc_auroc"]):
+        print(
+            f"evaluate: the QC score barely finds the worst cases here (AUROC {q['qc_auroc']:.3f} < {WEAK_AUROC}): "
+            "use it to rank cases for review; predict calls its REVIEW a weak flag"
+        )
     kept = "kept" if q["temperature_kept"] else "not kept: it does not lower the ECE"
     print(
         f"evaluate: calibration near the structures: ECE {q['calibration_ece_before']:.4f} -> "

@@ -14,6 +14,7 @@ from pipeline.inference.uncertainty import (
     normalized_entropy,
     quality_score,
     soft_dice,
+    weak_flag,
 )
 
 
@@ -65,3 +66,8 @@ def test_soft_dice_and_quality_score_known_answers() -> None:
 def test_review_needs_a_threshold() -> None:
     assert needs_review(0.5, 0.4) and needs_review(0.4, 0.4) and not needs_review(0.3, 0.4)
     assert not needs_review(1.0, None)
+
+
+def test_a_flag_below_auroc_0_7_is_weak() -> None:
+    assert weak_flag(0.33) and weak_flag(0.699)
+    assert not weak_flag(0.7) and not weak_flag(0.95) and not weak_flag(None)

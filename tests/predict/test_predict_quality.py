@@ -113,6 +113,28 @@ def test_an_export_without_a_threshold_still_predicts(tmp_path: Path, exported_m
     assert info["temperature"] is None and info["qc_threshold"] is None and info["review"] is False
 
 
+@pytest.mark.parametrize(("auroc", "weak"), [(0.33, True), (0.95, False)])
+def test_predict_calls_a_flag_weak_when_validation_found_it_weak(
+    tmp_path: Path, exported_model: Path, capsys, auroc: float, weak: bool
+) -> None:
+    """The export's validation AUROC (metadata.json's `quality.validation.qc_auroc`) decides whether
+    the QC line adds that the flag is weak; the verdict itself is the same either way."""
+    from pipeline.cli import main
+
+    bundle = tmp_path / "exported"
+    shutil.copytree(exported_model.parent, bundle)
+    meta_path = bundle / "configs" / "metadata.json"
+    meta = json.loads(meta_path.read_text())
+    meta["unet_pipeline"]["quality"]["validation"]["qc_auroc"] = auroc
+    meta_path.write_text(json.dumps(meta))
+    image = _workdir_case(exported_model, "worst")
+    assert main(["predict", str(image), "--model", str(bundle), "-o", str(tmp_path / "m.nii.gz")]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("QC score"))
+    assert line.split(": ")[1].startswith("REVIEW")
+    assert ("(a weak flag: on validation it found the worst cases with AUROC 0.33)" in line) is weak
+    assert ("weak" in line) is weak
+
+
 def test_batch_table_has_the_qc_column(tmp_path: Path, exported_model: Path) -> None:
     from pipeline.predict.batch import predict_folder, summary_table
     from pipeline.predict.predictor import Predictor

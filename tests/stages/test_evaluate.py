@@ -305,7 +305,8 @@ def test_onnxruntime_evaluate_writes_the_torch_masks(workdir, capsys: pytest.Cap
     ort_cfg.evaluate.runtime = "onnxruntime"
     ort_cfg.evaluate.reports_dir, ort_cfg.evaluate.predictions_dir = Path("reports_ort"), Path("predictions_ort")
     evaluate.run(ort_cfg, device="cpu")
-    assert "evaluate: ONNX Runtime (exported, checked against eager on case" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "evaluate: ONNX Runtime (exported, checked against eager on case" in printed
     for case in _val_cases(manifest):
         name = f"{case['id']}.nii.gz"
         torch_mask = np.asarray(nib.load(str(root / cfg.evaluate.predictions_dir / name)).dataobj)
@@ -315,6 +316,8 @@ def test_onnxruntime_evaluate_writes_the_torch_masks(workdir, capsys: pytest.Cap
     got = json.loads((root / "reports_ort" / "metrics.json").read_text())
     assert got["dice_mean_foreground"] == pytest.approx(want["dice_mean_foreground"], abs=1e-9)
     assert set(glob.glob(pattern)) <= before
+    # the note on a weak QC score is printed exactly when its AUROC is below 0.7
+    assert ("evaluate: the QC score barely finds the worst cases here (AUROC" in printed) is (got["qc_auroc"] < 0.7)
 
 
 def test_truncated_best_pt_is_named_at_evaluate(tmp_path: Path, tmp_path_factory, monkeypatch, capsys) -> None:
