@@ -13,8 +13,8 @@ def batch_norm_note(cfg: Config) -> str | None:
 
     Over a batch of one, batch norm's training statistics are the sample's own (instance norm), but
     validation, evaluate, export and predict use running averages the net never trained with. On
-    ISBI that mismatch cost 0.12-0.20 of V_Rand after thinning (benchmarks/README.md, "ISBI 2012:
-    instance norm, and one seed per closed cell").
+    ISBI that mismatch cost 0.12-0.31 of V_Rand after thinning over seeds 0-2 (benchmarks/README.md,
+    "ISBI 2012: instance norm, and one seed per closed cell").
 
     Args:
         cfg: the run's configuration.
