@@ -113,7 +113,13 @@ class PipelineSection:
         kw["label_codes"] = dict(data.get("label_codes") or {})
         for required in ("preprocessing", "inference", "models"):
             kw[required] = dict(data[required])
-        return cls(**kw, recorded={k: v for k, v in data.items() if k not in typed})
+        section = cls(**kw, recorded={k: v for k, v in data.items() if k not in typed})
+        for number in ("review_threshold", "temperature", "qc_auroc"):  # read per case: a malformed one fails
+            try:  # here, where the caller names the file, not mid-prediction
+                getattr(section, number)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"quality's {number}: {exc}") from None
+        return section
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON block, keys in the order the export writes them."""

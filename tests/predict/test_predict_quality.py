@@ -135,6 +135,23 @@ def test_predict_calls_a_flag_weak_when_validation_found_it_weak(
     assert ("weak" in line) is weak
 
 
+def test_a_malformed_quality_number_is_named_at_load(tmp_path: Path, exported_model: Path, capsys) -> None:
+    from pipeline.cli import main
+
+    bundle = tmp_path / "exported"
+    shutil.copytree(exported_model.parent, bundle)
+    meta_path = bundle / "configs" / "metadata.json"
+    meta = json.loads(meta_path.read_text())
+    meta["unet_pipeline"]["quality"]["validation"]["qc_auroc"] = "abc"
+    meta_path.write_text(json.dumps(meta))
+    out = tmp_path / "m.nii.gz"
+    assert main(["predict", str(_workdir_case(exported_model, "worst")), "--model", str(bundle), "-o", str(out)]) != 0
+    err = capsys.readouterr().err
+    assert f"{meta_path} is not an unet-pipeline bundle metadata file" in err
+    assert "quality's qc_auroc: could not convert string to float: 'abc'" in err
+    assert not out.exists()
+
+
 def test_batch_table_has_the_qc_column(tmp_path: Path, exported_model: Path) -> None:
     from pipeline.predict.batch import predict_folder, summary_table
     from pipeline.predict.predictor import Predictor
