@@ -30,6 +30,7 @@ class Outcome:
     detail: str = ""
     seconds: float = 0.0
     qc: str = ""  # the QC score and its verdict (REVIEW, ok, or - without an exported threshold)
+    qc_note: str = ""  # the export's weak-flag note (`Verdict.weak_note`), repeated under the table
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,8 @@ def _predict_case(predictor: Predictor, case: Case, out_dir: Path, fmt: str) -> 
         note = f"{out} (warning: {'; '.join(predictor.last_findings)})" if predictor.last_findings else str(out)
         verdict = predictor.last_verdict
         qc = f"{verdict.score:.4f} {verdict.flag}" if verdict is not None else ""
-        return Outcome(case.name, "ok", note, seconds=time.perf_counter() - t0, qc=qc)
+        qc_note = verdict.weak_note if verdict is not None else ""
+        return Outcome(case.name, "ok", note, seconds=time.perf_counter() - t0, qc=qc, qc_note=qc_note)
     except PipelineError as exc:
         return Outcome(case.name, "failed", detail=str(exc), seconds=time.perf_counter() - t0)
     except Exception as exc:  # one unreadable case must not end the batch; report it by name
@@ -215,7 +217,7 @@ def predict_folder(
 
 def summary_table(outcomes: list[Outcome]) -> str:
     """A plain-text table: case, status, seconds, QC score and verdict, output or reason; then the
-    counts (and how many cases to review)."""
+    counts (and how many cases to review, with the export's note when its flag is weak)."""
     head = ("case", "status", "s", "qc")
     rows = [(o.case, o.status, f"{o.seconds:.1f}", o.qc, o.output or o.detail) for o in outcomes]
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
@@ -223,5 +225,7 @@ def summary_table(outcomes: list[Outcome]) -> str:
     lines += ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1] for r in rows]
     counts = {s: sum(o.status == s for o in outcomes) for s in ("ok", "skipped", "failed")}
     review = sum(o.qc.endswith("REVIEW") for o in outcomes)
-    lines.append(f"{counts['ok']} ok, {counts['skipped']} skipped, {counts['failed']} failed; {review} to review")
+    notes = sorted({o.qc_note for o in outcomes if o.qc_note})
+    tail = f" ({'; '.join(notes)})" if notes else ""
+    lines.append(f"{counts['ok']} ok, {counts['skipped']} skipped, {counts['failed']} failed; {review} to review{tail}")
     return "\n".join(lines)

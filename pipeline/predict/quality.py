@@ -48,15 +48,25 @@ class Verdict:
         """`REVIEW`, `ok`, or `-` when the export has no threshold."""
         return "-" if self.threshold is None else ("REVIEW" if self.review else "ok")
 
+    @property
+    def weak(self) -> bool:
+        """Whether the evaluate stage found the score weak at finding the worst cases (`weak_flag`)."""
+        return self.threshold is not None and weak_flag(self.validation_auroc)
+
+    @property
+    def weak_note(self) -> str:
+        """What the per-case line and batch mode's summary add for a weak flag; '' otherwise."""
+        if not self.weak:
+            return ""
+        return f"a weak flag: on validation it found the worst cases with AUROC {self.validation_auroc:.2f}"
+
     def __str__(self) -> str:
         """The line `predict` prints, e.g. `QC score 0.4312 (review at >= 0.4223): REVIEW`, and a note
-        when the evaluate stage found the score weak (`weak_flag`)."""
+        when the evaluate stage found the score weak (`weak_note`)."""
         if self.threshold is None:
             return f"QC score {self.score:.4f} (this export has no review threshold: evaluate before export)"
         line = f"QC score {self.score:.4f} (review at >= {self.threshold:.4f}): {self.flag}"
-        if weak_flag(self.validation_auroc):
-            line += f" (a weak flag: on validation it found the worst cases with AUROC {self.validation_auroc:.2f})"
-        return line
+        return f"{line} ({self.weak_note})" if self.weak else line
 
     def description(self) -> str:
         """A DICOM ContentDescription (64 characters at most)."""
@@ -111,6 +121,8 @@ def describe(settings: Any, up: PipelineSection, num_classes: int, verdict: Verd
         "qc_score_definition": SCORE_TEXT,
         "qc_threshold": verdict.threshold,
         "review": verdict.review,
+        "qc_validation_auroc": verdict.validation_auroc,
+        "weak_flag": verdict.weak,
     }
 
 

@@ -228,12 +228,17 @@ def run_stage(root: Path, name: str, **kwargs: Any) -> dict[str, Any]:
 
 
 def bundle_run(
-    exported: Path, image: Path, out_dir: Path, pattern: str = "*.nii.gz", extra: tuple[str, ...] = ()
+    exported: Path,
+    image: Path,
+    out_dir: Path,
+    pattern: str = "*.nii.gz",
+    extra: tuple[str, ...] = (),
+    stdout: list[str] | None = None,
 ) -> Path:
     """`python -m monai.bundle run` of an exported bundle on one image, as MONAI Label / Deploy would
     start it, in an interpreter where this project (and any package outside MONAI's own set) cannot be
     imported; returns the one output file matching `pattern` in `out_dir`. `extra`: more arguments
-    (config overrides such as `--explain decoders.-1`)."""
+    (config overrides such as `--explain decoders.-1`); `stdout`: gets what the run printed."""
     env = {**os.environ, "PYTHONPATH": str(MONAI_ONLY)}  # the bundle must not need this project
     cmd = [
         sys.executable,
@@ -263,5 +268,7 @@ def bundle_run(
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    if stdout is not None:
+        stdout.append(proc.stdout)
     (out,) = list(out_dir.glob(pattern))
     return out

@@ -45,6 +45,17 @@ def _expected_entropy(model: Path, image: Path) -> np.ndarray:
     return normalized_entropy(apply_temperature(prob, meta.pipeline.temperature))
 
 
+def _with_auroc(exported_model: Path, dest: Path, auroc: object) -> Path:
+    """A copy of the export whose metadata.json's validation `qc_auroc` is `auroc`."""
+    bundle = dest / "exported"
+    shutil.copytree(exported_model.parent, bundle)
+    meta_path = bundle / "configs" / "metadata.json"
+    meta = json.loads(meta_path.read_text())
+    meta["unet_pipeline"]["quality"]["validation"]["qc_auroc"] = auroc
+    meta_path.write_text(json.dumps(meta))
+    return bundle
+
+
 def test_uncertainty_map_beside_the_mask(tmp_path: Path, exported_model: Path, capsys) -> None:
     import nibabel as nib
     import SimpleITK as sitk
@@ -118,32 +129,35 @@ def test_predict_calls_a_flag_weak_when_validation_found_it_weak(
     tmp_path: Path, exported_model: Path, capsys, auroc: float, weak: bool
 ) -> None:
     """The export's validation AUROC (metadata.json's `quality.validation.qc_auroc`) decides whether
-    the QC line adds that the flag is weak; the verdict itself is the same either way."""
+    the QC line, the uncertainty sidecar and batch mode's summary say that the flag is weak; the
+    verdict itself is the same either way."""
     from pipeline.cli import main
 
-    bundle = tmp_path / "exported"
-    shutil.copytree(exported_model.parent, bundle)
-    meta_path = bundle / "configs" / "metadata.json"
-    meta = json.loads(meta_path.read_text())
-    meta["unet_pipeline"]["quality"]["validation"]["qc_auroc"] = auroc
-    meta_path.write_text(json.dumps(meta))
+    bundle = _with_auroc(exported_model, tmp_path, auroc)
     image = _workdir_case(exported_model, "worst")
-    assert main(["predict", str(image), "--model", str(bundle), "-o", str(tmp_path / "m.nii.gz")]) == 0
+    out = tmp_path / "m.nii.gz"
+    assert main(["predict", str(image), "--model", str(bundle), "-o", str(out), "--uncertainty"]) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("QC score"))
     assert line.split(": ")[1].startswith("REVIEW")
     assert ("(a weak flag: on validation it found the worst cases with AUROC 0.33)" in line) is weak
     assert ("weak" in line) is weak
+    sidecar = json.loads((tmp_path / "m_uncertainty.json").read_text())
+    assert sidecar["weak_flag"] is weak and sidecar["qc_validation_auroc"] == auroc and sidecar["review"] is True
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(image, folder / "worst.nii.gz")
+    assert main(["predict", str(folder), "--model", str(bundle), "-o", str(tmp_path / "batch")]) == 0
+    summary = capsys.readouterr().out.splitlines()[-1]
+    assert summary.startswith("1 ok, 0 skipped, 0 failed; 1 to review")
+    assert summary.endswith("1 to review (a weak flag: on validation it found the worst cases with AUROC 0.33)") is weak
 
 
 def test_a_malformed_quality_number_is_named_at_load(tmp_path: Path, exported_model: Path, capsys) -> None:
     from pipeline.cli import main
 
-    bundle = tmp_path / "exported"
-    shutil.copytree(exported_model.parent, bundle)
+    bundle = _with_auroc(exported_model, tmp_path, "abc")
     meta_path = bundle / "configs" / "metadata.json"
-    meta = json.loads(meta_path.read_text())
-    meta["unet_pipeline"]["quality"]["validation"]["qc_auroc"] = "abc"
-    meta_path.write_text(json.dumps(meta))
     out = tmp_path / "m.nii.gz"
     assert main(["predict", str(_workdir_case(exported_model, "worst")), "--model", str(bundle), "-o", str(out)]) != 0
     err = capsys.readouterr().err
@@ -224,19 +238,22 @@ def test_dicom_series_gets_a_parametric_map_and_the_score_in_the_seg(tmp_path: P
 
 def test_the_bundle_writes_the_same_map_and_verdict(tmp_path: Path, exported_model: Path) -> None:
     """`python -m monai.bundle run ... --uncertainty true` in a MONAI-only interpreter (the bundle's own
-    scripts/): beside its mask, the predictor's entropy map and sidecar, with the same QC verdict."""
+    scripts/): beside its mask, the predictor's entropy map and sidecar, with the same QC verdict,
+    and the same weak-flag note for an export whose validation AUROC was 0.33."""
     import nibabel as nib
     from helpers.export import bundle_run
 
     from pipeline.predict.predictor import Predictor
 
+    exported = _with_auroc(exported_model, tmp_path, 0.33)
     image = _workdir_case(exported_model, "worst")
-    predictor = Predictor(exported_model.parent, uncertainty=True)
+    predictor = Predictor(exported, uncertainty=True)
     predictor.predict(image, tmp_path / "predictor" / "case_seg.nii.gz")
-    assert predictor.last_uncertainty is not None
+    assert predictor.last_uncertainty is not None and predictor.last_verdict is not None
     out = tmp_path / "bundle"
+    printed: list[str] = []
     mapped = bundle_run(
-        exported_model.parent, image, out, pattern="*_uncertainty.nii.gz", extra=("--uncertainty", "true")
+        exported, image, out, pattern="*_uncertainty.nii.gz", extra=("--uncertainty", "true"), stdout=printed
     )
     stem = image.name.removesuffix(".nii.gz")
     assert sorted(p.name for p in out.iterdir()) == [f"{stem}_seg.nii.gz", f"{stem}_seg_uncertainty.json", mapped.name]
@@ -246,5 +263,8 @@ def test_the_bundle_writes_the_same_map_and_verdict(tmp_path: Path, exported_mod
     bundle_info = json.loads((out / f"{stem}_seg_uncertainty.json").read_text())
     predictor_info = json.loads(predictor.last_uncertainty.with_name("case_seg_uncertainty.json").read_text())
     assert bundle_info["review"] is predictor_info["review"] is True
+    assert bundle_info["weak_flag"] is predictor_info["weak_flag"] is True
+    stem_line = next(x for x in "".join(printed).splitlines() if x.startswith(f"{image.name}: QC score"))
+    assert stem_line.endswith(f"({predictor.last_verdict.weak_note})") and "AUROC 0.33" in stem_line
     assert bundle_info["qc_threshold"] == predictor_info["qc_threshold"]
     assert abs(bundle_info["qc_score"] - predictor_info["qc_score"]) < 1e-3
