@@ -174,11 +174,15 @@ class TrainConfig(_Strict):
     # memory-mapped arrays. None = 30 % of the memory available at start, split over the node's ranks.
     cache_gb: float | None = Field(None, ge=0)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
-    # a K-fold ensemble over the training cases: [0] = one model trained on all of them; [0..K-1] =
-    # K members (dvc.yaml's `foreach`), member k validating on fold k of the training cases and
-    # training on the rest. Evaluate, export and the exported model average their probabilities.
+    # an ensemble: [0] = one model trained on all the training cases; [0..K-1] = K members (dvc.yaml's
+    # `foreach`). Evaluate, export and the exported model average their probabilities.
     members: list[int] = Field(default_factory=lambda: [0])
     member: int = Field(0, ge=0)  # the member this process trains (dvc.yaml: -S train.member=<k>)
+    # how the members differ. folds: member k validates on fold k of the training cases and trains on
+    # the rest. seeds (a deep ensemble): every member trains on all the training cases and validates
+    # on the held-out split, with seed + k. On hippocampus 3 seeds of 15 minutes score 0.8788, one
+    # 0.8759, one of 30-60 minutes 0.8771-0.8775 (benchmarks/README.md, "A seed ensemble").
+    ensemble: Literal["folds", "seeds"] = "folds"
 
     @model_validator(mode="after")
     def _members(self) -> TrainConfig:
@@ -350,6 +354,13 @@ class Config(_Strict):
     @property
     def depth(self) -> int:
         return len(self.model.features) - 1
+
+    def for_member(self) -> Config:
+        """The config member `train.member` trains with: in a seed ensemble member k draws with seed + k,
+        so the members differ though they see the same cases."""
+        if self.train.ensemble == "seeds" and self.train.member:
+            return self.model_copy(update={"seed": self.seed + self.train.member})
+        return self
 
     def flat(self) -> dict[str, Any]:
         """Dotted-key view for MLflow params."""

@@ -110,8 +110,9 @@ def _optional_fields(
     from pipeline.io.digests import weights_digest
 
     provenance = {
-        "checkpoints": [str(p) for p in checkpoints],  # several: a K-fold ensemble, averaged probabilities
+        "checkpoints": [str(p) for p in checkpoints],  # several: an ensemble, averaged probabilities
         "ensemble_members": len(checkpoints),
+        "ensemble": cfg.train.ensemble if len(checkpoints) > 1 else None,  # folds or seeds
         "weights_sha256": weights_digest(net.named_parameters()),  # the SEG's algorithm version without a registry
         "epoch": ckpt.get("epoch"),
         "best_metric": ckpt.get("best_metric"),

@@ -26,7 +26,13 @@ def log_evaluation(
 
     with active_pipeline_run(cfg):
         if len(cfg.train.members) > 1:  # the ensemble's members, each with its own training run
-            mlflow.set_tags({"ensemble_members": str(len(cfg.train.members)), "ensemble_member_runs": member_runs(cfg)})
+            mlflow.set_tags(
+                {
+                    "ensemble_members": str(len(cfg.train.members)),
+                    "ensemble": cfg.train.ensemble,
+                    "ensemble_member_runs": member_runs(cfg),
+                }
+            )
         mlflow.log_metrics({f"eval_{k}": v for k, v in summary.items() if math.isfinite(v)})
         mlflow.log_dict(settings, "evaluation/inference_settings.json")
         for name in ("metrics.csv", "metrics.json", "per_case_dice.csv"):

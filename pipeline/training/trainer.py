@@ -91,7 +91,7 @@ def train(cfg: Config, max_epochs: int | None = None) -> TrainOutcome:
     cfg.train.epochs, so re-running without the cap continues the same run seamlessly)."""
     info = D.setup()
     try:
-        outcome = _train(cfg, max_epochs, info)
+        outcome = _train(cfg.for_member(), max_epochs, info)
         if info.distributed:  # every rank says it got through (the one line a non-zero rank prints)
             print(
                 f"rank {info.rank}/{info.world_size}: finished at epoch {outcome.epochs_done}, "
@@ -159,7 +159,8 @@ def _build(cfg: Config, info: D.DistInfo) -> _Run:
 
     manifest = load_manifest(cfg.preprocess.output_dir)
     manifest.check_trainable(cfg)
-    manifest = manifest.for_member(len(cfg.train.members), cfg.train.member, cfg.seed)
+    if cfg.train.ensemble == "folds":  # a seed ensemble's members train and validate on the config's split
+        manifest = manifest.for_member(len(cfg.train.members), cfg.train.member, cfg.seed)
     num_classes, in_channels = len(manifest.labels), int(manifest["in_channels"])
     last = cfg.train.member_dir() / "last.pt"
     key = ckpt.resume_key(cfg)
