@@ -180,8 +180,8 @@ class TrainConfig(_Strict):
     member: int = Field(0, ge=0)  # the member this process trains (dvc.yaml: -S train.member=<k>)
     # how the members differ. folds: member k validates on fold k of the training cases and trains on
     # the rest. seeds (a deep ensemble): every member trains on all the training cases and validates
-    # on the held-out split, with seed + k. On hippocampus 3 seeds of 15 minutes score 0.8788, one
-    # 0.8759, one of 30-60 minutes 0.8771-0.8775 (benchmarks/README.md, "A seed ensemble").
+    # on the held-out split, with seed + k. On hippocampus 2 / 3 / 4 seeds of 15 minutes score 0.8774 /
+    # 0.8788 / 0.8797, one model of 30-60 minutes 0.8771-0.8775 (benchmarks/README.md, "A seed ensemble").
     ensemble: Literal["folds", "seeds"] = "folds"
 
     @model_validator(mode="after")
