@@ -164,8 +164,9 @@ def score_members(wds: list[Path]) -> list[dict[str, Any]]:
 
     members = [load_trained(wd) for wd in wds]
     cases = members[0].manifest.split("val")
-    if any(m.manifest.split("val") != cases for m in members):
-        raise SystemExit("--members: the work dirs validate on different cases (not one split)")
+    for wd, m in zip(wds, members):
+        if m.manifest.split("val") != cases:
+            raise SystemExit(f"--members: {wd} validates on other cases than {wds[0]} (members must share one split)")
     first = members[0]
     rows = []
     with torch.inference_mode():
