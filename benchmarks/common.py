@@ -76,6 +76,11 @@ def machine_info(device: str = "cpu") -> str:
         m = re.search(r"model name\s*:\s*(.+)", text)
         if m:
             cpu = m.group(1).strip()
+        # "AMD EPYC" alone hides the generation. Runs on one machine are equal weight for weight, but the
+        # same code and seed trained hippocampus to 0.8759 on one EPYC and 0.8753 on another (family 26)
+        family, model = re.search(r"cpu family\s*:\s*(\d+)", text), re.search(r"model\s*:\s*(\d+)", text)
+        if family and model:
+            cpu += f" (family {family.group(1)} model {model.group(1)})"
     except OSError:
         pass
     mem = ""
