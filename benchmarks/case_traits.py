@@ -24,7 +24,7 @@ import common  # puts the repo on sys.path
 import nibabel as nib
 import numpy as np
 
-from pipeline.evaluation.quality import auroc, spearman, worst_cases
+from pipeline.evaluation.quality import qc_metrics, worst_cases
 
 CASES = Path(__file__).resolve().parent / "results" / "cross_validation_cases.csv"
 
@@ -53,14 +53,13 @@ def case_traits(image_path: Path, label_path: Path) -> dict[str, float]:
 
 def rank_traits(traits: list[dict[str, float]], dice: np.ndarray) -> list[tuple[str, float, float]]:
     """(trait, Spearman against Dice, AUROC for the worst 10 %), best AUROC first; constants left out."""
-    worst = worst_cases(dice)
     rows = []
     for name in traits[0]:
         values = np.array([t[name] for t in traits])
         if values.std() == 0:
             continue
-        area = auroc(values, worst)
-        rows.append((name, spearman(values, dice), max(area, 1 - area)))
+        m = qc_metrics(values, dice)  # the evaluate stage's own figures; a trait may point either way
+        rows.append((name, m["qc_spearman"], max(m["qc_auroc"], 1 - m["qc_auroc"])))
     return sorted(rows, key=lambda r: -r[2])
 
 
@@ -70,6 +69,10 @@ def main() -> None:
     parser.add_argument("--shared-data", type=Path, default=None, help="default: $UNET_SHARED_DATA or ../shared/data")
     args = parser.parse_args()
     root = (args.shared_data or common.shared_data_dir()) / "hippocampus-mri"
+    if not (root / "imagesTr").is_dir():  # the accuracy benchmarks' message for the same miss
+        raise SystemExit(f"error: hippocampus-mri not found at {root} (set UNET_SHARED_DATA or --shared-data)")
+    if not args.cases.is_file():
+        raise SystemExit(f"error: {args.cases} not found: run cross_validation.py first")
     with open(args.cases, newline="") as fh:
         cases = list(csv.DictReader(fh))
     traits = [
@@ -78,7 +81,8 @@ def main() -> None:
     dice = np.array([float(c["dice"]) for c in cases])
     qc = np.array([float(c["qc_score"]) for c in cases])
     ranked = rank_traits(traits, dice)
-    baseline = ("the pipeline's QC score (1 - soft Dice)", spearman(qc, dice), auroc(qc, worst_cases(dice)))
+    pipeline_qc = qc_metrics(qc, dice)
+    baseline = ("the pipeline's QC score (1 - soft Dice)", pipeline_qc["qc_spearman"], pipeline_qc["qc_auroc"])
     print(f"{len(cases)} cases, worst 10 %: {int(worst_cases(dice).sum())}")
     print(
         common.markdown_table(
