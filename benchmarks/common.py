@@ -12,7 +12,6 @@ import gc
 import json
 import math
 import os
-import platform
 import re
 import statistics
 import sys
@@ -70,19 +69,9 @@ def machine_info(device: str = "cpu") -> str:
     """One line naming the machine, so a table can be traced to where it ran."""
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        m = re.search(r"model name\s*:\s*(.+)", text)
-        if m:
-            cpu = m.group(1).strip()
-        # "AMD EPYC" alone hides the generation. Runs on one machine are equal weight for weight, but the
-        # same code and seed trained hippocampus to 0.8759 on one EPYC and 0.8753 on another (family 26)
-        family, model = re.search(r"cpu family\s*:\s*(\d+)", text), re.search(r"model\s*:\s*(\d+)", text)
-        if family and model:
-            cpu += f" (family {family.group(1)} model {model.group(1)})"
-    except OSError:
-        pass
+    from pipeline.tracking.context import cpu_name  # the name a training run's MLflow tag `host_cpu` holds
+
+    cpu = cpu_name()
     mem = ""
     try:
         kb = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1))

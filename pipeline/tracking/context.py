@@ -1,8 +1,12 @@
-"""Where a run came from: git commit, DVC data version and config name, as MLflow tags."""
+"""Where a run came from: git commit, DVC data version, config name and machine, as MLflow tags."""
 
 from __future__ import annotations
 
+import os
+import platform
+import re
 import subprocess
+from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -42,8 +46,51 @@ def dvc_data_hash(data_root: Path) -> str | None:
         return None
 
 
+def cpu_name(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU's model name, with its family and model numbers where Linux gives them.
+
+    The same seed trains to different weights on two CPU generations (oneDNN picks its kernels by
+    the instruction set: hippocampus 0.8759 on one EPYC, 0.8753 on another), and "AMD EPYC" alone
+    hides which one ran.
+
+    Args:
+        cpuinfo: the file to read (Linux's); elsewhere, or where it lacks a model name,
+            `platform.processor()` or the architecture.
+
+    Returns:
+        e.g. "AMD EPYC (family 26 model 2)".
+    """
+    name = platform.processor() or platform.machine() or "unknown"
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return name
+    model_name = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
+    if model_name:
+        name = model_name.group(1).strip()
+        family, model = (
+            re.search(r"^cpu family\s*:\s*(\d+)$", text, re.M),
+            re.search(r"^model\s*:\s*(\d+)$", text, re.M),
+        )
+        if family and model:
+            name += f" (family {family.group(1)} model {model.group(1)})"
+    return name
+
+
+def host_tags() -> dict[str, str]:
+    """The machine and the numeric libraries a run's figures depend on (see `cpu_name`)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    tags = {"host_cpu": cpu_name(), "host_cores": str(cores)}
+    for package in ("torch", "monai"):
+        try:
+            tags[f"{package}_version"] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    return tags
+
+
 def config_tags(cfg: Config, cwd: Path | None = None) -> dict[str, str]:
-    """Tags every pipeline run carries."""
+    """Tags every pipeline run carries: the config, the code and data versions, the machine."""
     tags = {"config_name": cfg.name, "spatial_dims": str(cfg.data.spatial_dims), "padding": cfg.model.padding}
     commit, dirty = git_commit(cwd)
     if commit:
@@ -52,4 +99,4 @@ def config_tags(cfg: Config, cwd: Path | None = None) -> dict[str, str]:
     data_hash = dvc_data_hash(Path(cwd or ".") / cfg.data.root)
     if data_hash:
         tags["dvc_data_md5"] = data_hash
-    return tags
+    return {**tags, **host_tags()}

@@ -9,13 +9,17 @@ import subprocess
 import sys
 import urllib.parse
 import urllib.request
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 import yaml
 from helpers.mlflow_server import MlflowServer
 from helpers.training import LABELS, make_config, prepare_data
+
+from pipeline.tracking.context import cpu_name
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
@@ -105,11 +109,14 @@ def test_mlflow_client_reads_the_training_run(
     assert json.loads(params["model.features"]) == cfg.model.features
     assert set(cfg.flat()) <= set(params)
 
-    # tags: git commit, DVC data hash, config name
+    # tags: git commit, DVC data hash, config name, the machine and library versions
     tags = r.data.tags
     assert tags["git_commit"] == commit
     assert tags["dvc_data_md5"] == md5
     assert tags["config_name"] == cfg.name
+    assert tags["host_cpu"] == cpu_name() and tags["host_cpu"]
+    assert tags["torch_version"] == metadata.version("torch") == torch.__version__
+    assert tags["monai_version"] == metadata.version("monai")
     assert tags["train_complete"] == "true"
 
     # artifacts: the resolved config and the validation overlay PNG
