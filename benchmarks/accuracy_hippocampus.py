@@ -26,6 +26,10 @@ beside nnU-Net, and the headline's baseline becomes nnU-Net's measured mean Dice
 cases, shuffled with the config's seed: 44 cases spread over every id, 176 train); the fixed split
 above is the default because every earlier row used it. `cross_validation.py` runs every fold.
 
+`--train-cases first:N` / `last:N` trains on only the first / last N of the fixed split's 180
+training ids (the validation ids stay the last 40): how much the Dice owes to the amount of data,
+and whether the ids next to the validation ids teach it more than the earliest ones do.
+
 `--ablation` trains the preset and then each of nnU-Net's levers on top of it (ABLATIONS: deep
 supervision, foreground oversampling at 1/3, SGD + Nesterov 0.99 + lr 1e-2 + poly), each at the
 same budget (`--minutes` / `--epochs`) in `<wd>/ablation/<variant>/`, and prints one row per variant.
@@ -199,13 +203,28 @@ def ablation(args: Any, import_src: Path, wd: Path, split_layer: Any) -> None:
     common.emit_result("hippocampus_ablation_best_mean_dice", best[-2], base, "Dice", best=best[0])
 
 
-def add_fold_option(parser: Any) -> None:
+def train_cases(text: str) -> tuple[str, int]:
+    """`first:N` / `last:N` -> ("first", N)."""
+    end, _, n = text.partition(":")
+    if end not in ("first", "last") or not n.isdigit() or int(n) < 1:
+        raise ValueError(f"expected first:N or last:N with N >= 1, got {text!r}")
+    return end, int(n)
+
+
+def add_split_options(parser: Any) -> None:
     parser.add_argument(
         "--fold",
         type=int,
         default=None,
         help="validate on this fold of the preset's K-fold split (all cases, the config's seed) "
         "instead of the fixed split (first 180 train, last 40 validate)",
+    )
+    parser.add_argument(
+        "--train-cases",
+        type=train_cases,
+        default=None,
+        metavar="{first,last}:N",
+        help="train on only the first / last N of the fixed split's training ids (validation unchanged)",
     )
 
 
@@ -217,10 +236,14 @@ def main() -> None:
         "hippocampus-mri",
         "dataset.json",
         ("nnunet",),
-        extend=add_fold_option,
+        extend=add_split_options,
     )
     if args.ablation and args.peer:
         raise SystemExit("error: --ablation and --peer are separate runs; pick one")
+    if args.train_cases and (args.fold is not None or args.peer or args.ablation):
+        raise SystemExit(
+            "error: --train-cases subsets the fixed split for our model; not with --fold, --peer, --ablation"
+        )
     if args.fold is not None and (args.peer or args.quick):
         raise SystemExit("error: --fold is for our model on the full data; the peer and --quick use the fixed split")
 
@@ -237,6 +260,13 @@ def main() -> None:
         if len(ids) <= n_val:
             raise SystemExit(f"error: {len(ids)} cases imported from {import_src}; need more than {n_val}")
         split.update(train=ids[:-n_val], val=ids[-n_val:])  # 220 cases: the first 180 train, the last 40 validate
+        if args.train_cases:
+            end, n = args.train_cases
+            if n > len(split["train"]):
+                raise SystemExit(
+                    f"error: --train-cases {end}:{n}, but the split has {len(split['train'])} training cases"
+                )
+            split["train"] = split["train"][:n] if end == "first" else split["train"][-n:]
         return [{"preprocess.split": split}]
 
     if args.ablation:
