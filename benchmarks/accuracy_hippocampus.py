@@ -37,6 +37,7 @@ same budget (`--minutes` / `--epochs`) in `<wd>/ablation/<variant>/`, and prints
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 from typing import Any
@@ -207,7 +208,7 @@ def train_cases(text: str) -> tuple[str, int]:
     """`first:N` / `last:N` -> ("first", N)."""
     end, _, n = text.partition(":")
     if end not in ("first", "last") or not n.isdigit() or int(n) < 1:
-        raise ValueError(f"expected first:N or last:N with N >= 1, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected first:N or last:N with N >= 1, got {text!r}")
     return end, int(n)
 
 

@@ -24,16 +24,10 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # `python benchmarks/x.py` puts benchmarks/, not the repo, on the path
     sys.path.insert(0, str(REPO))
 
+# the same names a training run's MLflow tags `host_cpu` / `host_cores` hold
+from pipeline.tracking.context import cpu_cores, cpu_name  # noqa: E402
 
 # ----------------------------------------------------------------------------- arguments, machine
-
-
-def cpu_cores() -> int:
-    """Cores this process may run on (the affinity mask, not the host's count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def default_device() -> str:
@@ -68,8 +62,6 @@ def setup_torch(device: str | None, threads: int | None) -> str:
 def machine_info(device: str = "cpu") -> str:
     """One line naming the machine, so a table can be traced to where it ran."""
     import torch
-
-    from pipeline.tracking.context import cpu_name  # the name a training run's MLflow tag `host_cpu` holds
 
     cpu = cpu_name()
     mem = ""

@@ -77,10 +77,17 @@ def cpu_name(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     return name
 
 
+def cpu_cores() -> int:
+    """Cores this process may run on (the affinity mask, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def host_tags() -> dict[str, str]:
     """The machine and the numeric libraries a run's figures depend on (see `cpu_name`)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    tags = {"host_cpu": cpu_name(), "host_cores": str(cores)}
+    tags = {"host_cpu": cpu_name(), "host_cores": str(cpu_cores())}
     for package in ("torch", "monai"):
         try:
             tags[f"{package}_version"] = metadata.version(package)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import platform
 from pathlib import Path
 
+import pytest
+
 from pipeline.tracking.context import cpu_name
 
 X86 = """processor\t: 0
@@ -43,5 +45,11 @@ def test_without_a_model_name_falls_back_to_the_platform(tmp_path: Path) -> None
     assert cpu_name(tmp_path / "absent") == expected
 
 
-def test_this_machine_has_a_name() -> None:
-    assert cpu_name().strip()
+def test_this_machine_is_named_from_its_own_cpuinfo() -> None:
+    real = Path("/proc/cpuinfo")
+    if not real.is_file():
+        pytest.skip("no /proc/cpuinfo on this system")
+    names = [line.split(":", 1)[1].strip() for line in real.read_text().splitlines() if line.startswith("model name")]
+    assert cpu_name() == cpu_name(real)
+    if names:
+        assert cpu_name().startswith(names[0])
